@@ -1,0 +1,5 @@
+import sys
+
+from genexp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""Building a run's objects from its config with `hydra.utils.instantiate`."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from genexp.data.dataset import Dataset
+from genexp.data.text import tfidf_encode
+from genexp.errors import GenexpError
+from genexp.methods.base import Method
+from genexp.models.base import GenexpModel
+
+
+def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    """instantiate() whose failures come back as one line naming the config group."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, GenexpError):
+            raise cause from None
+        if isinstance(cause, TypeError):
+            raise GenexpError(f"{what}: {cause}. Check the keys you set under {what}.") from None
+        raise
+
+
+def without_name(node: DictConfig) -> DictConfig:
+    """Group configs carry a display `name`; it is not a constructor argument."""
+    d = OmegaConf.to_container(node, resolve=True)
+    d.pop("name", None)
+    return OmegaConf.create(d)
+
+
+def build_dataset(cfg: DictConfig) -> Dataset:
+    data: Dataset = _instantiate(without_name(cfg.dataset), "dataset")
+    if data.is_text and isinstance(data.x_train, list):
+        encoder = cfg.model.get("text_encoder")
+        if encoder is None:
+            # Vector models read texts as TF-IDF; text models bring their own tokenizer.
+            data = tfidf_encode(data, max_features=cfg.dataset.get("max_features", 5000))
+        else:
+            data = _instantiate(encoder, "model.text_encoder", data=data)
+    return data
+
+
+def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:
+    node = without_name(cfg.model)
+    node.pop("text_encoder", None)
+    factory = _instantiate(node, "model", _partial_=True)
+    return factory(input_shape=data.input_shape, num_classes=data.num_classes)
+
+
+def build_method(cfg: DictConfig) -> Method:
+    method = _instantiate(without_name(cfg.method), "method")
+    if not isinstance(method, Method):
+        raise GenexpError(f"method._target_ must name a genexp.methods.Method subclass, got {type(method).__name__}")
+    return method
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    o = cfg.optim
+    for key in ("lr", "weight_decay"):
+        if o[key] < 0:
+            raise GenexpError(f"optim.{key}={o[key]} must be >= 0: set optim.{key}=<non-negative number>")
+    # No weight decay on biases and normalisation parameters (standard for WRN/CNN-13 recipes).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = _instantiate(o.optimizer, "optim.optimizer", _partial_=True)(groups)
+    steps, warmup, schedule = int(cfg.steps), int(o.get("warmup_steps", 0)), o.get("schedule", "cosine")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, steps - warmup)
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if schedule == "linear":
+            return max(0.0, 1 - t)
+        return 1.0
+
+    if schedule not in ("cosine", "linear", "constant"):
+        raise GenexpError(f"optim.schedule={schedule!r} is unknown: use cosine, linear or constant")
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

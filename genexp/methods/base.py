@@ -1,0 +1,63 @@
+"""The train-step contract every method implements (one file + one config per method).
+
+The trainer draws a labelled batch (and an unlabelled one when `uses_unlabeled`), calls
+`method.loss(model, batch)`, and back-propagates the returned loss. Nothing else in the
+trainer knows which method runs: a new method is a subclass here plus `configs/method/x.yaml`
+whose `_target_` names it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genexp.errors import GenexpError
+from genexp.models.base import GenexpModel
+
+
+@dataclass
+class Batch:
+    x_l: Tensor
+    y_l: Tensor
+    mask_l: Tensor | None = None
+    x_u: Tensor | None = None
+    mask_u: Tensor | None = None
+    step: int = 0
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    logits_l: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Method:
+    """Supervised cross-entropy; subclasses add their regularizer to it."""
+
+    uses_unlabeled: ClassVar[bool] = False
+    text_only: ClassVar[bool] = False
+
+    def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0) -> None:
+        self.weight = weight
+        self.label_smoothing = label_smoothing
+        self.check(weight=weight, label_smoothing=label_smoothing)
+
+    @staticmethod
+    def check(**values: float) -> None:
+        """Reject negative hyperparameters with a line naming the key (`method.<key>`)."""
+        for key, value in values.items():
+            if value is None or value < 0:
+                raise GenexpError(f"method.{key}={value} must be >= 0: set method.{key}=<non-negative number>")
+
+    def supervised(self, model: GenexpModel, batch: Batch) -> tuple[Tensor, Tensor]:
+        logits = model(batch.x_l, batch.mask_l)
+        return F.cross_entropy(logits, batch.y_l, label_smoothing=self.label_smoothing), logits
+
+    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        sup, logits = self.supervised(model, batch)
+        return StepOutput(loss=sup, logits_l=logits, logs={"sup": sup.detach()})

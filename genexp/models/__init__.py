@@ -1,0 +1,3 @@
+from genexp.models.base import GenexpModel
+
+__all__ = ["GenexpModel"]

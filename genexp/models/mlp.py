@@ -1,0 +1,32 @@
+"""Multilayer perceptron on flattened inputs."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from genexp.models.base import GenexpModel
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
+
+
+class MLP(GenexpModel):
+    def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (256, 256),
+                 activation: str = "relu", batchnorm: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for w in widths:
+            layers.append(nn.Linear(width, w))
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(w))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = w
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def head(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.net(h)

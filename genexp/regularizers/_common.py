@@ -1,0 +1,96 @@
+"""Pieces every regularizer shares: per-sample norms, masks, frozen BatchNorm statistics."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Forward = Callable[[Tensor], Tensor]
+
+
+def per_sample_norm(v: Tensor) -> Tensor:
+    """L2 norm of each sample (dim 0), shaped to broadcast against `v`."""
+    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
+
+
+def unit(v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """v / ‖v‖ per sample, after zeroing masked-out positions (padding tokens).
+
+    Scaling by the per-sample max first keeps the squared sum inside float range even when
+    the power-iteration gradient is ~1e-20 (tiny ξ) or huge.
+    """
+    if mask is not None:
+        v = v * mask
+    flat = v.flatten(1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
+    v = v / scale
+    return v / (per_sample_norm(v) + 1e-12)
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 unless the input is already wider: finite differences with ξ ~ 1e-6 underflow in bf16."""
+    return torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float32
+
+
+def kl_from_logits(target_logits: Tensor, logits: Tensor, reduction: str = "mean") -> Tensor:
+    """KL(p_target ‖ p) per sample, summed over classes. The target is used as given (detach it)."""
+    logp_t = F.log_softmax(widen(target_logits), dim=-1)
+    logq = F.log_softmax(widen(logits), dim=-1)
+    kl = (logp_t.exp() * (logp_t - logq)).sum(-1)
+    if reduction == "sum":
+        return kl.sum()
+    if reduction == "none":
+        return kl
+    return kl.mean()
+
+
+def _batchnorms(module: nn.Module | None) -> list[nn.modules.batchnorm._BatchNorm]:
+    if module is None:
+        return []
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module | None) -> Iterator[None]:
+    """BatchNorm keeps normalising with batch statistics but its running buffers are not updated.
+
+    This is the `update_batch_stats=False` of Miyato et al.'s code: perturbed passes must not
+    leak adversarial statistics into evaluation.
+    """
+    bns = [m for m in _batchnorms(module) if m.training and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in bns]
+    for m in bns:
+        # momentum 0 keeps running_mean/var fixed in-place: no buffer copies on the hot path.
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, nbt) in zip(bns, saved):
+            m.momentum = momentum
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
+
+
+def owning_module(forward: Forward, model: nn.Module | None) -> nn.Module | None:
+    """The module whose BatchNorm buffers to protect: explicit `model`, or `forward` itself."""
+    if model is not None:
+        return model
+    if isinstance(forward, nn.Module):
+        return forward
+    owner = getattr(forward, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+@contextlib.contextmanager
+def autocast_off(x: Tensor) -> Iterator[None]:
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        yield
+
+
+def widen(t: Tensor) -> Tensor:
+    """t in float32, or unchanged when already wider (float64 checks must stay float64)."""
+    return t.to(compute_dtype(t))

@@ -1,0 +1,20 @@
+"""Running the real `genexp` command in a subprocess, as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FAST = ["steps=20", "eval_every=10", "progress=false"]
+
+
+def genexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "genexp", *args], cwd=cwd, capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def results_under(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("result.json"))]

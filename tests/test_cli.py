@@ -1,0 +1,92 @@
+"""The `genexp` command end to end, in a temp dir, with a few steps."""
+import json
+
+import pytest
+import torch
+
+from helpers import FAST, genexp, results_under
+
+RESULT_KEYS = {"status", "dataset", "model", "method", "labels", "seed", "split_seed", "steps", "val_acc",
+               "test_acc", "val_acc_final", "test_acc_final", "wall_time_s", "step_time_ms", "versions",
+               "git_commit", "best_step", "n_labeled", "n_unlabeled"}
+
+
+def test_help_lists_subcommands_and_groups(tmp_path):
+    top = genexp("--help", cwd=tmp_path)
+    assert top.returncode == 0 and "train" in top.stdout and "table" in top.stdout
+    train_help = genexp("train", "--help", cwd=tmp_path)
+    assert train_help.returncode == 0
+    for group in ("dataset", "model", "method", "optim", "experiment"):
+        assert f"{group}:" in train_help.stdout
+
+
+def test_train_writes_complete_records(tmp_path):
+    run_dir = tmp_path / "run"
+    p = genexp("train", "method=vat", "labels=30", "seed=3", *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert RESULT_KEYS <= result.keys()
+    assert result["status"] == "completed" and result["method"] == "vat" and result["seed"] == 3
+    assert result["n_labeled"] == 30 and 0 <= result["test_acc"] <= 1 and result["step_time_ms"] > 0
+    assert result["versions"]["torch"] == torch.__version__.split("+")[0] or result["versions"]["torch"]
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [10, 20]
+    assert result["test_acc_final"] == lines[-1]["test_acc"]
+    best = max(lines, key=lambda x: x["val_acc"])
+    assert result["val_acc"] == best["val_acc"] and result["test_acc"] == best["test_acc"]
+    split = json.loads((run_dir / "split.json").read_text())
+    assert len(split["labeled"]) == 30 and not set(split["labeled"]) & set(split["unlabeled"])
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 20 and "model" in ckpt
+    assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
+
+
+def test_same_split_seed_same_split_across_methods(tmp_path):
+    for m in ("none", "vat"):
+        assert genexp("train", f"method={m}", "steps=2", "eval_every=1", "progress=false",
+                      f"hydra.run.dir={tmp_path / m}", cwd=tmp_path).returncode == 0
+    a, b = (json.loads((tmp_path / m / "split.json").read_text()) for m in ("none", "vat"))
+    assert a == b
+
+
+def test_multirun_sweep_and_table(tmp_path):
+    p = genexp("train", "-m", "method=none,vat", "seed=0,1", "labels=20", *FAST, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    results = results_under(tmp_path / "outputs" / "multirun")
+    assert sorted((r["method"], r["seed"]) for r in results) == [("none", 0), ("none", 1), ("vat", 0), ("vat", 1)]
+    assert all(r["status"] == "completed" for r in results)
+    t = genexp("table", "outputs", cwd=tmp_path)
+    assert t.returncode == 0, t.stderr
+    md = (tmp_path / "outputs" / "table.md").read_text()
+    assert "| digits | mlp | vat | 20 |" in md and "| digits | mlp | none | 20 |" in md
+
+
+def test_configs_found_from_any_directory(tmp_path):
+    sub = tmp_path / "some" / "where"
+    sub.mkdir(parents=True)
+    p = genexp("train", "--cfg", "job", cwd=sub)
+    assert p.returncode == 0 and "_target_: genexp.methods.vat.VAT" in p.stdout
+
+
+@pytest.mark.parametrize("override,key", [("labels=5", "labels"), ("labels=100000", "labels"),
+                                          ("steps=0", "steps"), ("method.eps=-1", "method.eps"),
+                                          ("optim.lr=-0.1", "optim.lr"), ("device=cuda:7", "device")])
+def test_bad_input_is_one_line(tmp_path, override, key):
+    if override.startswith("device") and torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    p = genexp("train", *FAST, override, f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+
+
+def test_existing_run_dir_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    assert genexp("train", "steps=2", "eval_every=1", "progress=false", f"hydra.run.dir={run_dir}",
+                  cwd=tmp_path).returncode == 0
+    before = (run_dir / "result.json").read_bytes()
+    p = genexp("train", "steps=3", "eval_every=1", "progress=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert p.returncode == 2 and "already holds a run" in p.stderr
+    assert (run_dir / "result.json").read_bytes() == before
