@@ -6,14 +6,23 @@ import sys
 USAGE = """usage: genexp <command> [args]
 
 commands:
-  train   train one run, or a sweep with -m (Hydra overrides: method=vat labels=200 seed=0,1,2)
-  table   mean ± std over seeds of recorded runs: genexp table [DIR ...]
+  train       train one run, or a sweep with -m (Hydra overrides: method=vat labels=200 seed=0,1,2)
+  table       mean ± std over seeds of recorded runs: genexp table [DIR ...]
+  plot        accuracy vs labels and training curves as PNG: genexp plot [DIR ...]
+  bench       time a step of each method against a supervised step: genexp bench [overrides]
+  inequality  check article 8796's input-vs-parameter gradient inequality on MLPs
 
 `genexp train --help` lists the config groups (dataset, model, method, optim, experiment)
 and every key; `genexp table --help` lists the table options.
 """
 
-COMMANDS = ("train", "table")
+COMMANDS = {
+    "train": "genexp.train_app",
+    "table": "genexp.table",
+    "plot": "genexp.plot",
+    "bench": "genexp.bench",
+    "inequality": "genexp.inequality",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,14 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     cmd, rest = argv[0], argv[1:]
-    if cmd == "train":
-        from genexp.train_app import main as train_main
+    if cmd in COMMANDS:
+        import importlib
 
-        return train_main(rest)
-    if cmd == "table":
-        from genexp.table import main as table_main
-
-        return table_main(rest)
+        return importlib.import_module(COMMANDS[cmd]).main(rest)
     print(f"error: unknown command {cmd!r}: use one of {', '.join(COMMANDS)} (genexp --help)", file=sys.stderr)
     return 2
 

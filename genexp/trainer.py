@@ -48,14 +48,15 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor, mask: Tensor | None, amp: Any,
-             batch_size: int = 1024) -> tuple[float, float]:
+             preprocess: Any = None, batch_size: int = 1024) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) in eval mode."""
     was_training = model.training
     model.eval()
     correct, loss = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
     for i in range(0, len(y), batch_size):
+        xb = x[i:i + batch_size]
         with amp():
-            logits = model(x[i:i + batch_size], None if mask is None else mask[i:i + batch_size])
+            logits = model(xb if preprocess is None else preprocess(xb), None if mask is None else mask[i:i + batch_size])
         yb = y[i:i + batch_size]
         correct += (logits.argmax(-1) == yb).sum()
         loss += F.cross_entropy(logits.float(), yb, reduction="sum")
@@ -119,19 +120,20 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     method = build_method(cfg)
     if method.text_only and mask is None:
         raise GenexpError(f"method={cfg.method.name} works on text models only: use a text dataset and model")
+    method.setup(model, num_classes=data.num_classes, num_train=len(y), device=device)
     optimizer, scheduler = build_optimizer(cfg, model)
     ema = None
     if cfg.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    eval_model = ema.module if ema is not None else model
+    default_eval_model = ema.module if ema is not None else model
     use_amp = device.type == "cuda" and cfg.amp in ("auto", "bf16", True)
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
 
     lab = IndexStream(torch.as_tensor(split.labeled), cfg.batch_size, seed=cfg.seed * 1000 + 1)
     unl = IndexStream(torch.as_tensor(split.unlabeled), cfg.unlabeled_batch_size, seed=cfg.seed * 1000 + 2)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3)
-    augment = getattr(data, "augment", None)
+    augment, pre = data.augment, data.preprocess or (lambda t: t)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s | %s | %s | labels=%d unlabelled=%d val=%d test=%d | %d params | %s", cfg.dataset.name,
              cfg.model.name, cfg.method.name, len(split.labeled), len(split.unlabeled), len(split.val),
@@ -153,10 +155,11 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     with TrainProgress(cfg.steps, enabled=cfg.progress) as progress:
         for step in range(cfg.steps):
             il, iu = lab.next().to(device), None
-            batch = Batch(x_l=x[il], y_l=y[il], mask_l=None if mask is None else mask[il], step=step, generator=gen)
+            batch = Batch(x_l=pre(x[il]), y_l=y[il], mask_l=None if mask is None else mask[il], idx_l=il,
+                          step=step, generator=gen)
             if method.uses_unlabeled:
                 iu = unl.next().to(device)
-                batch.x_u, batch.mask_u = x[iu], None if mask is None else mask[iu]
+                batch.x_u, batch.mask_u, batch.idx_u = pre(x[iu]), None if mask is None else mask[iu], iu
             if augment is not None:
                 batch.x_l = augment(batch.x_l, gen)
                 if batch.x_u is not None:
@@ -171,6 +174,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
+            method.after_step(model, batch)
             # Accumulate on the device; synchronise only at evaluation time.
             for k, v in {"loss": out.loss.detach(), **out.logs}.items():
                 sums[k] = sums.get(k, 0) + v.float()
@@ -191,8 +195,9 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             if not all(math.isfinite(v) for v in train_loss.values()):
                 raise Diverged(f"loss became non-finite at step {done} ({train_loss}); lower optim.lr or the "
                                f"method's weight")
-            val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp)
-            test_acc, test_loss = evaluate(eval_model, x_test, y_test, mask_test, amp)
+            eval_model = method.eval_model(model) or default_eval_model
+            val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp, data.preprocess)
+            test_acc, test_loss = evaluate(eval_model, x_test, y_test, mask_test, amp, data.preprocess)
             last = {"step": done, "lr": scheduler.get_last_lr()[0], "train_acc": train_acc,
                     **{f"train_{k}": v for k, v in train_loss.items()}, "val_acc": val_acc, "val_loss": val_loss,
                     "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - started}
@@ -208,8 +213,9 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             interval_start = time.perf_counter()
     writer.close()
 
-    torch.save({"model": eval_model.state_dict(), "best_model": best_state, "step": cfg.steps,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    torch.save({"model": model.state_dict(), "eval_model": eval_model.state_dict(), "best_model": best_state,
+                "step": cfg.steps, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "method": method.state_dict(),
                 "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt.tmp")
     (run_dir / "checkpoint.pt.tmp").replace(run_dir / "checkpoint.pt")
     result = {**base, "status": "completed", "val_acc": best["val_acc"], "test_acc": best["test_acc"],

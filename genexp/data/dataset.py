@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +26,11 @@ class Dataset:
     mask_train: Tensor | None = None
     mask_test: Tensor | None = None
     val_size: float | int = 0.1
+    # Applied on the training device to every batch (train and eval), e.g. uint8 -> normalised
+    # float; lets the whole dataset stay on the device in its compact stored form.
+    preprocess: Callable[[Tensor], Tensor] | None = None
+    # Applied to training batches only, after preprocess: (x, generator) -> x.
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
     @property
     def is_text(self) -> bool:

@@ -25,6 +25,8 @@ class Batch:
     mask_l: Tensor | None = None
     x_u: Tensor | None = None
     mask_u: Tensor | None = None
+    idx_l: Tensor | None = None  # positions in the training set (for per-example buffers)
+    idx_u: Tensor | None = None
     step: int = 0
     generator: torch.Generator | None = None
 
@@ -61,3 +63,21 @@ class Method:
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         sup, logits = self.supervised(model, batch)
         return StepOutput(loss=sup, logits_l=logits, logs={"sup": sup.detach()})
+
+    # Optional hooks. A method with state (a teacher, a buffer) keeps it here, so checkpoints
+    # and resume carry it without the trainer knowing what it is.
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+        """Called once before training; `num_train` is the size of the indexable training set."""
+
+    def after_step(self, model: GenexpModel, batch: Batch) -> None:
+        """Called after each optimizer step (e.g. to update an EMA teacher)."""
+
+    def eval_model(self, model: GenexpModel) -> GenexpModel | None:
+        """A model to evaluate instead of the student (e.g. a mean teacher), or None."""
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

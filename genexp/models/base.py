@@ -21,5 +21,9 @@ class GenexpModel(nn.Module):
         """Mask broadcastable to `embed`'s output (1 = may be perturbed), or None for no mask."""
         return None if mask is None else mask.unsqueeze(-1).float()
 
+    def embedding_layer(self) -> nn.Embedding | None:
+        """The token-embedding table of text models (for the embedding-matrix VAT variant)."""
+        return None
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.head(self.embed(x), mask)
