@@ -8,13 +8,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class TrainProgress:
-    def __init__(self, total: int, enabled: bool = True) -> None:
+    def __init__(self, total: int, enabled: bool = True, start: int = 0) -> None:
         console = Console(stderr=True)
         self.enabled = enabled and console.is_terminal
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
                                  disable=not self.enabled)
-        self.task = self.progress.add_task("train", total=total, info="")
+        self.task = self.progress.add_task("train", total=total, completed=start, info="")
+
+    def tick(self, step: int) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=step)
 
     def update(self, step: int, **values: float) -> None:
         info = " ".join(f"{k} {v:.4f}" for k, v in values.items())

@@ -1,52 +1,129 @@
-"""`genexp train`: the Hydra application around `trainer.train`."""
+"""`genexp train`: the Hydra application around `trainer.train`.
+
+Errors a user can fix (bad keys, names, paths, values) print one line and exit 2; a run that
+fails while training is recorded as failed (result.json), prints one line and exits 1 — in a
+sweep the other runs go on. GENEXP_TRACEBACK=1 (or HYDRA_FULL_ERROR=1) shows tracebacks.
+"""
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from genexp import distributed
 from genexp.errors import GenexpError
 
 FAILED_JOBS: list[str] = []
+TRACEBACK_ENV = "GENEXP_TRACEBACK"
+
+
+def show_tracebacks() -> bool:
+    return os.environ.get(TRACEBACK_ENV) == "1"
+
+
+def resolve_resume(cfg: DictConfig, hydra_dir: Path) -> tuple[Path, Path | None, DictConfig]:
+    """(run_dir, checkpoint or None, config to run). Resuming reuses the run's recorded config."""
+    resume = cfg.get("resume", False)
+    if resume in (False, None, "false"):
+        if (hydra_dir / "result.json").exists():
+            raise GenexpError(f"{hydra_dir} already holds a run: choose another hydra.run.dir, or add resume=true "
+                              f"to continue it (nothing was changed)")
+        return hydra_dir, None, cfg
+    target = hydra_dir if resume in (True, "true") else Path(str(resume)).expanduser()
+    ckpt = target / "checkpoint.pt" if target.is_dir() else target
+    if not ckpt.is_file():
+        raise GenexpError(f"resume={resume}: no checkpoint at {ckpt}: pass resume=<run dir> of a run that saved one "
+                          f"(or resume=true with hydra.run.dir=<run dir>)")
+    run_dir = ckpt.parent
+    recorded = run_dir / "config.yaml"
+    if not recorded.is_file():
+        raise GenexpError(f"resume={resume}: {recorded} is missing, so the run cannot be continued as it was")
+    saved = OmegaConf.load(recorded)
+    for key in ("progress", "device"):  # how to run, not what to run: the new invocation decides
+        saved[key] = cfg[key]
+    saved.resume = False
+    return run_dir, ckpt, saved
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def hydra_train(cfg: DictConfig) -> float | None:
-    from genexp.trainer import train
+    from genexp.trainer import resolve_device, train
 
     hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
+    hydra_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    run_dir = hydra_dir
+    d = distributed.init(resolve_device(cfg.device).type if cfg.device != "auto" else
+                         ("cuda" if __import__("torch").cuda.is_available() else "cpu"))
     try:
-        if (run_dir / "result.json").exists():
-            raise GenexpError(f"{run_dir} already holds a run: choose another hydra.run.dir (nothing was changed)")
-        return train(cfg, run_dir)["test_acc"]
+        decision: object = None
+        if d.is_main:
+            try:
+                decision = resolve_resume(cfg, hydra_dir)
+            except GenexpError as e:
+                decision = e
+        decision = distributed.broadcast_object(decision, d)
+        if isinstance(decision, GenexpError):
+            raise decision
+        run_dir, ckpt, cfg = decision
+        return train(cfg, run_dir, resume_from=ckpt, d=d)["test_acc"]
     except Exception as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if show_tracebacks():
             raise
-        (run_dir / "error.log").write_text(traceback.format_exc()) if run_dir.is_dir() else None
+        if run_dir.is_dir() and d.is_main:
+            (run_dir / "error.log").write_text(traceback.format_exc())
         if isinstance(e, GenexpError):
             print(f"error: {e}", file=sys.stderr)
-            if not multirun:
-                sys.exit(e.exit_code)
+            code = e.exit_code
         else:
-            print(f"error: run failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                  f"(traceback in {run_dir / 'error.log'})", file=sys.stderr)
-            if not multirun:
-                sys.exit(1)
+            first = (str(e).splitlines() or [""])[0]
+            print(f"error: run failed: {type(e).__name__}: {first} (result.json marked failed; traceback in "
+                  f"{run_dir / 'error.log'})", file=sys.stderr)
+            code = 1
+        if not multirun:
+            sys.exit(code)
         FAILED_JOBS.append(str(run_dir))
         return None
+    finally:
+        distributed.shutdown()
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's multi-line composition errors, folded into one line."""
+    parts = []
+    for ln in str(e).splitlines():
+        if ln.strip().startswith(("Config search path", "provider=")):
+            break
+        if ln.strip():
+            parts.append(ln.strip())
+    text = "; ".join(parts)
+    return text.replace("Available options in", "available options in").replace(":;", ":")
 
 
 def main(args: list[str]) -> int:
     sys.argv = ["genexp train", *args]
-    hydra_train()
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ[TRACEBACK_ENV] = "1"
+    rank = distributed.world_from_env().rank
+    if rank > 0:
+        # Only rank 0 keeps a run dir; the others write Hydra's files to a scratch dir.
+        sys.argv += [f"hydra.run.dir={tempfile.mkdtemp(prefix=f'genexp-rank{rank}-')}", "hydra.output_subdir=null"]
+    # Let Hydra's own errors (unknown group option, bad override syntax) reach us as exceptions.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_train()
+    except Exception as e:
+        if show_tracebacks():
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     if FAILED_JOBS:
         print(f"{len(FAILED_JOBS)} run(s) failed; each has result.json with status 'failed' and a reason",
               file=sys.stderr)

@@ -1,7 +1,7 @@
 """Step-based semi-supervised training: one labelled and one unlabelled batch per step."""
 from __future__ import annotations
 
-import copy
+import json
 import logging
 import math
 import random
@@ -17,26 +17,32 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from genexp import distributed
 from genexp.build import build_dataset, build_method, build_model, build_optimizer
-from genexp.data.split import make_split
+from genexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from genexp.data.split import Split, make_split
+from genexp.distributed import Dist
 from genexp.errors import GenexpError
 from genexp.methods.base import Batch
 from genexp.progress import TrainProgress
-from genexp.records import append_jsonl, atomic_write_json, git_commit, versions
+from genexp.records import append_jsonl, atomic_write_json, atomic_write_text, git_commit, versions
 from genexp.sampling import IndexStream
 
 log = logging.getLogger("genexp")
+CHECKPOINT = "checkpoint.pt"
 
 
 class Diverged(RuntimeError):
     pass
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, d: Dist | None = None) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise GenexpError(f"device={name} but no CUDA device is visible: set device=cpu or device=auto")
+    if d is not None and d.enabled and name.startswith("cuda"):
+        return distributed.local_device()
     return torch.device(name)
 
 
@@ -48,66 +54,87 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor, mask: Tensor | None, amp: Any,
-             preprocess: Any = None, batch_size: int = 1024) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode."""
+             preprocess: Any = None, d: Dist | None = None, batch_size: int = 1024) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; under torchrun each rank scores a shard."""
+    d = d or Dist()
     was_training = model.training
     model.eval()
     correct, loss = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
-    for i in range(0, len(y), batch_size):
-        xb = x[i:i + batch_size]
+    idx = torch.arange(d.rank, len(y), d.world, device=x.device)
+    for i in range(0, len(idx), batch_size):
+        j = idx[i:i + batch_size]
+        xb = x[j] if preprocess is None else preprocess(x[j])
         with amp():
-            logits = model(xb if preprocess is None else preprocess(xb), None if mask is None else mask[i:i + batch_size])
-        yb = y[i:i + batch_size]
-        correct += (logits.argmax(-1) == yb).sum()
-        loss += F.cross_entropy(logits.float(), yb, reduction="sum")
+            logits = model(xb, None if mask is None else mask[j])
+        correct += (logits.argmax(-1) == y[j]).sum()
+        loss += F.cross_entropy(logits.float(), y[j], reduction="sum")
     model.train(was_training)
+    totals = distributed.all_sum(torch.stack([correct, loss]), d)
     n = max(len(y), 1)
-    return correct.item() / n, loss.item() / n
+    return totals[0].item() / n, totals[1].item() / n
 
 
 def validate_config(cfg: DictConfig) -> None:
-    for key in ("steps", "batch_size", "unlabeled_batch_size", "eval_every"):
+    for key in ("steps", "batch_size", "unlabeled_batch_size", "eval_every", "checkpoint_every"):
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise GenexpError(f"{key}={value} must be a positive integer: set {key}=<int > 0>")
+    labels = cfg.labels
+    if not (labels == "all" or (isinstance(labels, int) and not isinstance(labels, bool))):
+        raise GenexpError(f"labels={labels!r} must be an integer or 'all': set e.g. labels=100")
     if cfg.ema_decay is not None and not 0 <= cfg.ema_decay < 1:
         raise GenexpError(f"ema_decay={cfg.ema_decay} must be in [0, 1): set ema_decay=0 (off) or e.g. 0.999")
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train one run into `run_dir` and return its result record (also written as result.json)."""
+def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d: Dist | None = None) -> dict[str, Any]:
+    """Train one run into `run_dir` (only rank 0 writes) and return its result record.
+
+    With `resume_from` (a checkpoint), continue exactly where it stopped: same batches, same
+    noise, same metrics as if the run had never been interrupted.
+    """
+    d = d or Dist()
     validate_config(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, d)
     seed_everything(cfg.seed)
-    started = time.time()
     base = {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
             "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed, "steps": cfg.steps,
-            "experiment": cfg.get("experiment_name"), "device": str(device), "git_commit": git_commit(),
-            "versions": versions(), "run_dir": str(run_dir)}
-    atomic_write_json(run_dir / "result.json", base)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            "experiment": cfg.get("experiment_name"), "device": str(device), "world_size": d.world,
+            "git_commit": git_commit(), "versions": versions(), "run_dir": str(run_dir)}
+    started = time.time()
+    if d.is_main:
+        atomic_write_json(run_dir / "result.json", base)
+        if resume_from is None:
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     try:
-        result = _train(cfg, run_dir, device, base)
-    except (GenexpError, KeyboardInterrupt):
-        atomic_write_json(run_dir / "result.json", {**base, "status": "failed", "reason": "interrupted or bad input",
-                                                    "wall_time_s": time.time() - started})
+        result = _train(cfg, run_dir, device, base, resume_from, d)
+    except BaseException as e:
+        # A failed run is a recorded result, not a lost one.
+        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        if d.is_main:
+            atomic_write_json(run_dir / "result.json", {**base, "status": "failed",
+                                                        "reason": (reason.splitlines() or [""])[0][:500],
+                                                        "wall_time_s": time.time() - started})
         raise
-    except Exception as e:  # a failed run is a recorded result, not a lost one
-        reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        atomic_write_json(run_dir / "result.json", {**base, "status": "failed", "reason": reason,
-                                                    "wall_time_s": time.time() - started})
-        raise
-    atomic_write_json(run_dir / "result.json", result)
+    if d.is_main:
+        atomic_write_json(run_dir / "result.json", result)
     return result
 
 
-def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str, Any]) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str, Any], resume_from: Path | None,
+           d: Dist) -> dict[str, Any]:
     started = time.time()
     data = build_dataset(cfg)
-    split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes, split_seed=cfg.split_seed,
-                       val_size=data.val_size, strategy=cfg.labeled_strategy,
-                       unlabeled_includes_labeled=cfg.unlabeled_includes_labeled)
-    split.save(run_dir / "split.json")
+    if resume_from is not None and (run_dir / "split.json").exists():
+        split = Split.load(run_dir / "split.json")
+    else:
+        split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes,
+                           split_seed=cfg.split_seed, val_size=data.val_size, strategy=cfg.labeled_strategy,
+                           unlabeled_includes_labeled=cfg.unlabeled_includes_labeled)
+        if d.is_main:
+            split.save(run_dir / "split.json")
+    for key in ("batch_size", "unlabeled_batch_size"):
+        if cfg[key] % d.world:
+            raise GenexpError(f"{key}={cfg[key]} is not divisible by the {d.world} processes: use a multiple")
     x, y = data.x_train.to(device), data.y_train.to(device)
     mask = None if data.mask_train is None else data.mask_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
@@ -117,6 +144,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     mask_val = None if mask is None else mask[val_idx]
 
     model = build_model(cfg, data).to(device)
+    if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg)
     if method.text_only and mask is None:
         raise GenexpError(f"method={cfg.method.name} works on text models only: use a text dataset and model")
@@ -126,39 +155,75 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     if cfg.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    default_eval_model = ema.module if ema is not None else model
     use_amp = device.type == "cuda" and cfg.amp in ("auto", "bf16", True)
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    params = [p for p in model.parameters() if p.requires_grad]
 
+    # Every rank draws the same global batch and keeps its own slice: the union over ranks is
+    # exactly the single-process batch.
     lab = IndexStream(torch.as_tensor(split.labeled), cfg.batch_size, seed=cfg.seed * 1000 + 1)
     unl = IndexStream(torch.as_tensor(split.unlabeled), cfg.unlabeled_batch_size, seed=cfg.seed * 1000 + 2)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3 + d.rank)
     augment, pre = data.augment, data.preprocess or (lambda t: t)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("%s | %s | %s | labels=%d unlabelled=%d val=%d test=%d | %d params | %s", cfg.dataset.name,
-             cfg.model.name, cfg.method.name, len(split.labeled), len(split.unlabeled), len(split.val),
-             len(y_test), n_params, device)
 
-    from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+    # Everything the loop carries from step to step; checkpointed whole.
+    st: dict[str, Any] = {"step": 0, "best": {"val_acc": -1.0, "test_acc": None, "step": 0}, "best_state": None,
+                          "sums": {}, "correct": 0.0, "seen": 0, "train_time": 0.0, "step_times": [], "last": {}}
+    if resume_from is not None:
+        ck = load_checkpoint(resume_from, device)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        method.load_state_dict(ck["method"])
+        lab.load_state_dict(ck["labeled_stream"])
+        unl.load_state_dict(ck["unlabeled_stream"])
+        gen.set_state(ck["generators"][d.rank].cpu() if d.rank < len(ck["generators"]) else gen.get_state())
+        set_rng_state(ck["rng"])
+        st = ck["loop"]
+        log.info("resuming %s at step %d of %d", run_dir, st["step"], cfg.steps)
+    log.info("%s | %s | %s | labels=%d unlabelled=%d val=%d test=%d | %d params | %s%s", cfg.dataset.name,
+             cfg.model.name, cfg.method.name, len(split.labeled), len(split.unlabeled), len(split.val),
+             len(y_test), n_params, device, f" x{d.world}" if d.enabled else "")
+
+    writer = None
     metrics_path = run_dir / "metrics.jsonl"
-    best: dict[str, Any] = {"val_acc": -1.0}
-    best_state = None
-    sums: dict[str, Tensor] = {}
-    correct = torch.zeros((), device=device)
-    seen = 0
-    train_time, timed_steps, interval_start = 0.0, 0, time.perf_counter()
-    step_times: list[float] = []
-    last: dict[str, Any] = {}
+    if d.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+        if resume_from is not None and metrics_path.exists():
+            kept = [ln for ln in metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= st["step"]]
+            atomic_write_text(metrics_path, "".join(ln + "\n" for ln in kept))
+        writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=st["step"] or None)
+
+    def checkpoint(done: int) -> None:
+        all_gens = [gen.get_state()]
+        if d.enabled:
+            gathered: list[Any] = [None] * d.world
+            torch.distributed.all_gather_object(gathered, gen.get_state())
+            all_gens = gathered
+        if d.is_main:
+            save_checkpoint(run_dir / CHECKPOINT, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                "method": method.state_dict(), "labeled_stream": lab.state_dict(),
+                "unlabeled_stream": unl.state_dict(), "generators": all_gens, "rng": rng_state(),
+                "loop": {**st, "step": done, "wall_before": st.get("wall_before", 0.0) + time.time() - started},
+                "config": OmegaConf.to_container(cfg, resolve=True)})
+
+    def shard(idx: Tensor) -> Tensor:
+        return idx[d.rank::d.world].to(device)
 
     model.train()
-    with TrainProgress(cfg.steps, enabled=cfg.progress) as progress:
-        for step in range(cfg.steps):
-            il, iu = lab.next().to(device), None
+    interval_start = time.perf_counter()
+    with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=st["step"]) as progress:
+        for step in range(st["step"], cfg.steps):
+            il = shard(lab.next())
             batch = Batch(x_l=pre(x[il]), y_l=y[il], mask_l=None if mask is None else mask[il], idx_l=il,
                           step=step, generator=gen)
             if method.uses_unlabeled:
-                iu = unl.next().to(device)
+                iu = shard(unl.next())
                 batch.x_u, batch.mask_u, batch.idx_u = pre(x[iu]), None if mask is None else mask[iu], iu
             if augment is not None:
                 batch.x_l = augment(batch.x_l, gen)
@@ -168,8 +233,9 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
                 out = method.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            distributed.average_gradients(params, d)
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             if ema is not None:
@@ -177,55 +243,62 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             method.after_step(model, batch)
             # Accumulate on the device; synchronise only at evaluation time.
             for k, v in {"loss": out.loss.detach(), **out.logs}.items():
-                sums[k] = sums.get(k, 0) + v.float()
-            correct += (out.logits_l.argmax(-1) == batch.y_l).sum()
-            seen += len(batch.y_l)
+                st["sums"][k] = st["sums"].get(k, 0) + v.float()
+            st["correct"] = st["correct"] + (out.logits_l.argmax(-1) == batch.y_l).sum()
+            st["seen"] += len(batch.y_l)
             done = step + 1
-            if done % cfg.eval_every and done != cfg.steps:
-                continue
-            n_int = done - timed_steps
-            train_loss = {k: (v / n_int).item() for k, v in sums.items()}
-            train_acc = correct.item() / max(seen, 1)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - interval_start
-            train_time += elapsed
-            step_times.append(1000 * elapsed / n_int)
-            timed_steps = done
-            if not all(math.isfinite(v) for v in train_loss.values()):
-                raise Diverged(f"loss became non-finite at step {done} ({train_loss}); lower optim.lr or the "
-                               f"method's weight")
-            eval_model = method.eval_model(model) or default_eval_model
-            val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp, data.preprocess)
-            test_acc, test_loss = evaluate(eval_model, x_test, y_test, mask_test, amp, data.preprocess)
-            last = {"step": done, "lr": scheduler.get_last_lr()[0], "train_acc": train_acc,
-                    **{f"train_{k}": v for k, v in train_loss.items()}, "val_acc": val_acc, "val_loss": val_loss,
-                    "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - started}
-            append_jsonl(metrics_path, last)
-            for k, v in last.items():
-                if k != "step":
-                    writer.add_scalar(k, v, done)
-            if val_acc > best["val_acc"]:
-                best = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
-            progress.update(done, loss=train_loss["loss"], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc)
-            sums, correct, seen = {}, torch.zeros((), device=device), 0
-            interval_start = time.perf_counter()
-    writer.close()
+            progress.tick(done)
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                _evaluate_and_log(cfg, st, done, model, ema, method, scheduler, data, amp, d, writer, metrics_path,
+                                  progress, interval_start, started, device,
+                                  (x_val, y_val, mask_val), (x_test, y_test, mask_test))
+                interval_start = time.perf_counter()
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint(done)
+    if writer is not None:
+        writer.close()
 
-    torch.save({"model": model.state_dict(), "eval_model": eval_model.state_dict(), "best_model": best_state,
-                "step": cfg.steps, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "method": method.state_dict(),
-                "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt.tmp")
-    (run_dir / "checkpoint.pt.tmp").replace(run_dir / "checkpoint.pt")
-    result = {**base, "status": "completed", "val_acc": best["val_acc"], "test_acc": best["test_acc"],
-              "best_step": best["step"], "val_acc_final": last["val_acc"], "test_acc_final": last["test_acc"],
-              "train_acc_final": last["train_acc"], "n_labeled": len(split.labeled),
-              "n_unlabeled": len(split.unlabeled), "n_val": len(split.val), "n_test": len(y_test),
-              "n_params": n_params, "wall_time_s": time.time() - started,
-              "train_time_s": train_time, "step_time_ms": 1000 * train_time / cfg.steps,
-              "step_time_ms_median": statistics.median(step_times)}
-    log.info("done: val_acc %.4f test_acc %.4f (best step %d) | final test_acc %.4f | %.1f ms/step | %.1fs",
-             result["val_acc"], result["test_acc"], result["best_step"], result["test_acc_final"],
-             result["step_time_ms"], result["wall_time_s"])
-    return result
+    best, last = st["best"], st["last"]
+    return {**base, "status": "completed", "val_acc": best["val_acc"], "test_acc": best["test_acc"],
+            "best_step": best["step"], "val_acc_final": last["val_acc"], "test_acc_final": last["test_acc"],
+            "train_acc_final": last["train_acc"], "n_labeled": len(split.labeled),
+            "n_unlabeled": len(split.unlabeled), "n_val": len(split.val), "n_test": len(y_test),
+            "n_params": n_params, "wall_time_s": time.time() - started + st.get("wall_before", 0.0),
+            "train_time_s": st["train_time"], "step_time_ms": 1000 * st["train_time"] / cfg.steps,
+            "step_time_ms_median": statistics.median(st["step_times"]) if st["step_times"] else None}
+
+
+def _evaluate_and_log(cfg, st, done, model, ema, method, scheduler, data, amp, d, writer, metrics_path, progress,
+                      interval_start, started, device, val, test) -> None:
+    n_int = done - st.get("timed_steps", 0)
+    sums = {k: distributed.all_sum(v.detach().reshape(()), d) / d.world for k, v in st["sums"].items()}
+    train_loss = {k: (v / n_int).item() for k, v in sums.items()}
+    correct = distributed.all_sum(torch.as_tensor(st["correct"], device=device, dtype=torch.float32), d)
+    train_acc = correct.item() / max(st["seen"] * d.world, 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - interval_start
+    st["train_time"] += elapsed
+    st["step_times"].append(1000 * elapsed / n_int)
+    st["timed_steps"] = done
+    if not all(math.isfinite(v) for v in train_loss.values()):
+        raise Diverged(f"loss became non-finite at step {done} ({train_loss}); lower optim.lr or the method's weight")
+    default = ema.module if ema is not None else model
+    eval_model = method.eval_model(model) or default
+    distributed.average_buffers(eval_model, d)
+    val_acc, val_loss = evaluate(eval_model, *val, amp, data.preprocess, d)
+    test_acc, test_loss = evaluate(eval_model, *test, amp, data.preprocess, d)
+    last = {"step": done, "lr": scheduler.get_last_lr()[0], "train_acc": train_acc,
+            **{f"train_{k}": v for k, v in train_loss.items()}, "val_acc": val_acc, "val_loss": val_loss,
+            "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - started}
+    st["last"] = last
+    if d.is_main:
+        append_jsonl(metrics_path, last)
+        for k, v in last.items():
+            if k != "step":
+                writer.add_scalar(k, v, done)
+    if val_acc > st["best"]["val_acc"]:
+        st["best"] = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
+        st["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
+    progress.update(done, loss=train_loss["loss"], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc)
+    st["sums"], st["correct"], st["seen"] = {}, 0.0, 0

@@ -1,0 +1,137 @@
+"""Resume after SIGKILL, failed runs in sweeps, bad input, distributed training."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import genexp, results_under
+
+COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
+RUN = ["method=vat", "labels=30", "steps=120", "eval_every=20", "checkpoint_every=10", "progress=false",
+       "model.dropout=0.1"]
+
+
+def start(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "genexp", "train", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    import torch
+
+    try:
+        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["loop"]["step"]
+    except Exception:
+        return -1
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    full = tmp_path / "full"
+    assert genexp("train", *RUN, f"hydra.run.dir={full}", cwd=tmp_path).returncode == 0
+    killed = tmp_path / "killed"
+    p = start([*RUN, f"hydra.run.dir={killed}"], tmp_path)
+    deadline = time.time() + 120
+    while checkpoint_step(killed) < 40 and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    interrupted = json.loads((killed / "result.json").read_text())
+    assert interrupted["status"] == "running"
+    at = checkpoint_step(killed)
+    assert 0 < at < 120
+    r = genexp("train", "resume=true", "progress=false", f"hydra.run.dir={killed}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((d / "result.json").read_text()) for d in (full, killed))
+    assert b["status"] == "completed"
+    assert {k: a[k] for k in COMPARED} == {k: b[k] for k in COMPARED}
+    steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [20, 40, 60, 80, 100, 120]
+    full_lines = (full / "metrics.jsonl").read_text().splitlines()
+    killed_lines = (killed / "metrics.jsonl").read_text().splitlines()
+    strip = lambda ln: {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}  # noqa: E731
+    assert [strip(x) for x in full_lines] == [strip(x) for x in killed_lines]
+
+
+def test_resume_path_and_missing_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    assert genexp("train", "steps=4", "eval_every=2", "checkpoint_every=2", "progress=false",
+                  f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
+    before = (run / "result.json").read_bytes()
+    p = genexp("train", f"resume={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "resume=" in p.stderr
+    assert (run / "result.json").read_bytes() == before
+    # Resuming a finished run from its path re-enters at the end and completes immediately.
+    q = genexp("train", f"resume={run}", "progress=false", cwd=tmp_path)
+    assert q.returncode == 0, q.stderr
+    assert json.loads((run / "result.json").read_text())["status"] == "completed"
+
+
+def test_failed_run_in_sweep_does_not_stop_others(tmp_path):
+    # SGD at lr=1e12 diverges to a non-finite loss; the other run must still complete.
+    p = genexp("train", "-m", "method=none", "optim=sgd", "optim.lr=1e-3,1e12", "optim.schedule=constant", "steps=30",
+               "eval_every=10", "progress=false", "model.widths=[64]", cwd=tmp_path)
+    results = results_under(tmp_path / "outputs")
+    statuses = sorted(r["status"] for r in results)
+    assert statuses == ["completed", "failed"], p.stderr
+    failed = next(r for r in results if r["status"] == "failed")
+    assert "non-finite" in failed["reason"] and "\n" not in failed["reason"]
+    assert p.returncode == 1 and "1 run(s) failed" in p.stderr and "Traceback" not in p.stderr
+    t = genexp("table", "outputs", cwd=tmp_path)
+    assert t.returncode == 0
+    assert "1" in (tmp_path / "outputs" / "table.csv").read_text().splitlines()[1].split(",")
+
+
+BAD_INPUT = [
+    (["dataset=nope"], "dataset"),
+    (["model=nope"], "model"),
+    (["method=nope"], "method"),
+    (["labels=100000"], "labels"),
+    (["labels=3"], "labels"),
+    (["labels=2.5"], "labels"),
+    (["method.eps=-1"], "method.eps"),
+    (["method=vat", "method.xi=-1"], "method.xi"),
+    (["optim.lr=-1"], "optim.lr"),
+    (["steps=0"], "steps"),
+    (["batch_size=-4"], "batch_size"),
+    (["resume=/no/such/run"], "resume"),
+    (["nosuchkey=1"], "nosuchkey"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
+def test_bad_input_one_line_exit_2(tmp_path, override, key):
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "result.json").write_text('{"status": "completed"}')
+    p = genexp("train", "steps=2", "progress=false", *override, f"hydra.run.dir={tmp_path / 'new'}", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    assert (earlier / "result.json").read_text() == '{"status": "completed"}'
+
+
+def test_traceback_on_request(tmp_path):
+    p = genexp("train", "steps=0", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path, env={"GENEXP_TRACEBACK": "1"})
+    assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_two_process_gloo(tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "genexp",
+           "train", "method=vat", "labels=30", "steps=20", "eval_every=10", "progress=false", "device=cpu",
+           f"hydra.run.dir={run}"]
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "completed" and result["world_size"] == 2
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [10, 20]
+    # Only rank 0 wrote records: exactly one result.json under the working dir.
+    assert len(list(tmp_path.rglob("result.json"))) == 1
