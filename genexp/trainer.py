@@ -23,10 +23,9 @@ from genexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_r
 from genexp.data.split import Split, make_split
 from genexp.distributed import Dist
 from genexp.errors import GenexpError
-from genexp.methods.base import Batch
 from genexp.progress import TrainProgress
 from genexp.records import append_jsonl, atomic_write_json, atomic_write_text, git_commit, versions
-from genexp.sampling import IndexStream
+from genexp.step import BatchSource, train_step
 
 log = logging.getLogger("genexp")
 CHECKPOINT = "checkpoint.pt"
@@ -159,12 +158,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
     params = [p for p in model.parameters() if p.requires_grad]
 
-    # Every rank draws the same global batch and keeps its own slice: the union over ranks is
-    # exactly the single-process batch.
-    lab = IndexStream(torch.as_tensor(split.labeled), cfg.batch_size, seed=cfg.seed * 1000 + 1)
-    unl = IndexStream(torch.as_tensor(split.unlabeled), cfg.unlabeled_batch_size, seed=cfg.seed * 1000 + 2)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3 + d.rank)
-    augment, pre = data.augment, data.preprocess or (lambda t: t)
+    source = BatchSource(x, y, mask, torch.as_tensor(split.labeled), torch.as_tensor(split.unlabeled),
+                         batch_size=cfg.batch_size, unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
+                         generator=gen, preprocess=data.preprocess, augment=data.augment, d=d)
     n_params = sum(p.numel() for p in model.parameters())
 
     # Everything the loop carries from step to step; checkpointed whole.
@@ -178,9 +175,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         if ema is not None:
             ema.load_state_dict(ck["ema"])
         method.load_state_dict(ck["method"])
-        lab.load_state_dict(ck["labeled_stream"])
-        unl.load_state_dict(ck["unlabeled_stream"])
-        gen.set_state(ck["generators"][d.rank].cpu() if d.rank < len(ck["generators"]) else gen.get_state())
+        source.load_state_dict(ck["batches"][d.rank])
         set_rng_state(ck["rng"])
         st = ck["loop"]
         log.info("resuming %s at step %d of %d", run_dir, st["step"], cfg.steps)
@@ -198,49 +193,27 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=st["step"] or None)
 
     def checkpoint(done: int) -> None:
-        all_gens = [gen.get_state()]
+        per_rank = [source.state_dict()]
         if d.enabled:
-            gathered: list[Any] = [None] * d.world
-            torch.distributed.all_gather_object(gathered, gen.get_state())
-            all_gens = gathered
+            per_rank = [None] * d.world
+            torch.distributed.all_gather_object(per_rank, source.state_dict())
         if d.is_main:
             save_checkpoint(run_dir / CHECKPOINT, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                "method": method.state_dict(), "labeled_stream": lab.state_dict(),
-                "unlabeled_stream": unl.state_dict(), "generators": all_gens, "rng": rng_state(),
+                "method": method.state_dict(), "batches": per_rank, "rng": rng_state(),
                 "loop": {**st, "step": done, "wall_before": st.get("wall_before", 0.0) + time.time() - started},
                 "config": OmegaConf.to_container(cfg, resolve=True)})
-
-    def shard(idx: Tensor) -> Tensor:
-        return idx[d.rank::d.world].to(device)
 
     model.train()
     interval_start = time.perf_counter()
     with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=st["step"]) as progress:
         for step in range(st["step"], cfg.steps):
-            il = shard(lab.next())
-            batch = Batch(x_l=pre(x[il]), y_l=y[il], mask_l=None if mask is None else mask[il], idx_l=il,
-                          step=step, generator=gen)
-            if method.uses_unlabeled:
-                iu = shard(unl.next())
-                batch.x_u, batch.mask_u, batch.idx_u = pre(x[iu]), None if mask is None else mask[iu], iu
-            if augment is not None:
-                batch.x_l = augment(batch.x_l, gen)
-                if batch.x_u is not None:
-                    batch.x_u = augment(batch.x_u, gen)
-            with amp():
-                out = method.loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            distributed.average_gradients(params, d)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            batch = source.next(step, method.uses_unlabeled)
+            out = train_step(model, method, optimizer, batch, amp=amp, params=params, d=d, grad_clip=cfg.grad_clip)
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
-            method.after_step(model, batch)
             # Accumulate on the device; synchronise only at evaluation time.
             for k, v in {"loss": out.loss.detach(), **out.logs}.items():
                 st["sums"][k] = st["sums"].get(k, 0) + v.float()
