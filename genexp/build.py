@@ -37,14 +37,19 @@ def without_name(node: DictConfig) -> DictConfig:
 
 
 def build_dataset(cfg: DictConfig) -> Dataset:
-    data: Dataset = _instantiate(without_name(cfg.dataset), "dataset")
+    node = without_name(cfg.dataset)
+    # `max_features` configures the TF-IDF encoding below, not the loader.
+    node.pop("max_features", None)
+    data: Dataset = _instantiate(node, "dataset")
     if data.is_text and isinstance(data.x_train, list):
         encoder = cfg.model.get("text_encoder")
         if encoder is None:
             # Vector models read texts as TF-IDF; text models bring their own tokenizer.
             data = tfidf_encode(data, max_features=cfg.dataset.get("max_features", 5000))
         else:
-            data = _instantiate(encoder, "model.text_encoder", data=data)
+            # Partial first: instantiate(..., data=data) would make OmegaConf convert the Dataset
+            # dataclass into a config (it cannot: its fields hold tensors and Union types).
+            data = _instantiate(encoder, "model.text_encoder", _partial_=True)(data)
     return data
 
 
@@ -52,7 +57,10 @@ def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:
     node = without_name(cfg.model)
     node.pop("text_encoder", None)
     factory = _instantiate(node, "model", _partial_=True)
-    return factory(input_shape=data.input_shape, num_classes=data.num_classes)
+    # Data-dependent constructor arguments a text encoder hands over (e.g. the vocabulary size
+    # and token counts of a vocabulary built on the training texts, for model=lstm).
+    extra = getattr(data, "model_kwargs", None) or {}
+    return factory(input_shape=data.input_shape, num_classes=data.num_classes, **extra)
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -71,7 +79,13 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.opti
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = _instantiate(o.optimizer, "optim.optimizer", _partial_=True)(groups)
+    factory = _instantiate(o.optimizer, "optim.optimizer", _partial_=True)
+    extra: dict[str, Any] = {}
+    on_cuda = all(p.is_cuda for p in model.parameters())
+    if on_cuda and getattr(factory, "func", None) in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) \
+            and "fused" not in getattr(factory, "keywords", {}) and "foreach" not in getattr(factory, "keywords", {}):
+        extra["fused"] = True  # one kernel for the whole update instead of one per tensor
+    opt = factory(groups, **extra)
     steps, warmup, schedule = int(cfg.steps), int(o.get("warmup_steps", 0)), o.get("schedule", "cosine")
 
     def factor(step: int) -> float:

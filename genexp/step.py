@@ -23,12 +23,14 @@ class BatchSource:
     def __init__(self, x: Tensor, y: Tensor, mask: Tensor | None, labeled: Tensor, unlabeled: Tensor, *,
                  batch_size: int, unlabeled_batch_size: int, seed: int, generator: torch.Generator,
                  preprocess: Callable[[Tensor], Tensor] | None = None,
-                 augment: Callable[[Tensor, torch.Generator], Tensor] | None = None, d: Dist | None = None) -> None:
+                 augment: Callable[[Tensor, torch.Generator], Tensor] | None = None, d: Dist | None = None,
+                 channels_last: bool = False) -> None:
         self.x, self.y, self.mask = x, y, mask
         self.lab = IndexStream(labeled, batch_size, seed=seed * 1000 + 1)
         self.unl = IndexStream(unlabeled, unlabeled_batch_size, seed=seed * 1000 + 2)
         self.generator, self.preprocess, self.augment = generator, preprocess, augment
         self.d = d or Dist()
+        self.channels_last = channels_last
 
     def _take(self, stream: IndexStream) -> tuple[Tensor, Tensor, Tensor | None]:
         idx = stream.next()[self.d.rank::self.d.world].to(self.x.device, non_blocking=True)
@@ -37,6 +39,8 @@ class BatchSource:
             x = self.preprocess(x)
         if self.augment is not None:
             x = self.augment(x, self.generator)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return idx, x, None if self.mask is None else self.mask[idx]
 
     def next(self, step: int, unlabeled: bool) -> Batch:

@@ -45,6 +45,23 @@ def resolve_device(name: str, d: Dist | None = None) -> torch.device:
     return torch.device(name)
 
 
+def place_model(model: torch.nn.Module, device: torch.device, input_shape: tuple[int, ...]) -> tuple[Any, bool]:
+    """Move to the device; image models on GPU go channels_last with cuDNN autotuning."""
+    model = model.to(device)
+    channels_last = device.type == "cuda" and len(input_shape) == 3
+    if channels_last:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    return model, channels_last
+
+
+def autocast_for(device: torch.device, amp: Any) -> Any:
+    """bf16 autocast on GPU when amp is auto/bf16/true; a no-op context on CPU."""
+    if device.type == "cuda" and amp in ("auto", "bf16", True):
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -142,7 +159,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     x_val, y_val = x[val_idx], y[val_idx]
     mask_val = None if mask is None else mask[val_idx]
 
-    model = build_model(cfg, data).to(device)
+    model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
     if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg)
@@ -154,14 +171,18 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     if cfg.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    use_amp = device.type == "cuda" and cfg.amp in ("auto", "bf16", True)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    if cfg.get("compile", False):
+        # After the EMA copy, which must not share the compiled function. Methods call
+        # embed/head directly (perturbations enter between them), so head is what is compiled.
+        model.head = torch.compile(model.head)
+    amp = autocast_for(device, cfg.amp)
     params = [p for p in model.parameters() if p.requires_grad]
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3 + d.rank)
     source = BatchSource(x, y, mask, torch.as_tensor(split.labeled), torch.as_tensor(split.unlabeled),
                          batch_size=cfg.batch_size, unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
-                         generator=gen, preprocess=data.preprocess, augment=data.augment, d=d)
+                         generator=gen, preprocess=data.preprocess, augment=data.augment, d=d,
+                         channels_last=channels_last)
     n_params = sum(p.numel() for p in model.parameters())
 
     # Everything the loop carries from step to step; checkpointed whole.

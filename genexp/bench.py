@@ -1,0 +1,233 @@
+"""`genexp bench`: what a step of each method costs, against a supervised step and its floor.
+
+Cost model (issue 7, in forward units per example): a supervised step on l labelled examples
+is one forward + backward ≈ 3l. VAT with r power iterations adds, on u unlabelled examples,
+the clean forward (u), r forward+backward passes to the input only (2u each: no weight
+gradients) and the adversarial forward+backward (3u): floor = (3l + 4u + 2ru) / 3l.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from genexp.errors import GenexpError
+from genexp.methods.base import Batch, Method, StepOutput
+from genexp.models.base import GenexpModel
+from genexp.regularizers._common import frozen_bn_stats, kl_from_logits, unit
+
+
+class TextbookVAT(Method):
+    """The comparison baseline only (never a genexp method): the power iteration as most public
+    ports write it, with `loss.backward()` filling every weight's .grad, then `model.zero_grad()`."""
+
+    uses_unlabeled = True
+
+    def __init__(self, eps: float = 1.0, xi: float = 1e-6, power_iters: int = 1, weight: float = 1.0) -> None:
+        super().__init__(weight=weight)
+        self.eps, self.xi, self.power_iters = eps, xi, power_iters
+
+    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        sup, logits_l = self.supervised(model, batch)
+        x = batch.x_u
+        with torch.no_grad():
+            target = model(x, batch.mask_u)
+        d = torch.randn_like(x)
+        with frozen_bn_stats(model):
+            for _ in range(self.power_iters):
+                d = (self.xi * unit(d)).requires_grad_(True)
+                kl_from_logits(target, model(x + d, batch.mask_u)).backward()
+                d = d.grad
+                model.zero_grad()
+            adv = kl_from_logits(target, model(x + self.eps * unit(d), batch.mask_u))
+        return StepOutput(loss=sup + self.weight * adv, logits_l=logits_l)
+
+
+def cost_units(method: Method, l: int, u: int) -> float | None:
+    """Forward units per step under the cost model, where the method has one."""
+    from genexp.methods.none import Supervised
+    from genexp.methods.vat import VAT
+
+    if type(method) is Supervised:
+        return 3 * l
+    if isinstance(method, (VAT, TextbookVAT)) and not getattr(method, "include_labeled", False) \
+            and not getattr(method, "entmin_weight", 0) and not getattr(method, "warm_start", False):
+        return 3 * l + 4 * u + 2 * method.power_iters * u
+    return None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class MethodTimer:
+    """One method's model copy, optimizer and fixed batch, timed a few steps at a time so that
+    all methods are measured interleaved (machine noise then hits them alike)."""
+
+    def __init__(self, model0: GenexpModel, method: Method, cfg: Any, source: Any, device: torch.device,
+                 amp: Any) -> None:
+        from genexp.build import build_optimizer
+
+        self.model = copy.deepcopy(model0).train()
+        self.method, self.source, self.device, self.amp = method, source, device, amp
+        self.optimizer, _ = build_optimizer(cfg, self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        method.setup(self.model, num_classes=int(source.y.max()) + 1, num_train=len(source.y), device=device)
+        self.fixed = source.next(0, method.uses_unlabeled)
+        self.times: dict[bool, list[float]] = {False: [], True: []}
+        self.peak = 0.0
+
+    def run(self, steps: int, with_data: bool, record: bool) -> None:
+        from genexp.step import train_step
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        for i in range(steps):
+            sync(self.device)
+            t0 = time.perf_counter()
+            batch = self.source.next(i, self.method.uses_unlabeled) if with_data else self.fixed
+            train_step(self.model, self.method, self.optimizer, batch, amp=self.amp, params=self.params)
+            sync(self.device)
+            if record:
+                self.times[with_data].append(1000 * (time.perf_counter() - t0))
+        self.peak = max(self.peak, peak_memory_mb(self.device))
+
+
+def compose(overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("genexp.configs", version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int, textbook: bool) -> dict[str, Any]:
+    from genexp.build import build_dataset, build_method, build_model
+    from genexp.data.split import make_split
+    from genexp.step import BatchSource
+    from genexp.trainer import autocast_for, place_model, resolve_device, seed_everything
+
+    cfg = compose(overrides)
+    device = resolve_device(cfg.device)
+    torch.backends.cudnn.benchmark = True
+    seed_everything(cfg.seed)
+    data = build_dataset(cfg)
+    split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes, split_seed=cfg.split_seed,
+                       val_size=data.val_size)
+    model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
+    if cfg.get("compile", False):
+        model.head = torch.compile(model.head)
+    amp = autocast_for(device, cfg.amp)
+    use_amp = amp is not nullcontext
+    mask = None if data.mask_train is None else data.mask_train.to(device)
+    source = BatchSource(data.x_train.to(device), data.y_train.to(device), mask, torch.as_tensor(split.labeled),
+                         torch.as_tensor(split.unlabeled), batch_size=cfg.batch_size,
+                         unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
+                         generator=torch.Generator(device=device).manual_seed(cfg.seed),
+                         preprocess=data.preprocess, augment=data.augment, channels_last=channels_last)
+    plain = [o for o in overrides if not o.startswith(("method=", "method."))]
+    todo: list[tuple[str, Method]] = [("none", build_method(compose([*plain, "method=none"])))]
+    for name in methods or [cfg.method.name]:
+        if name != "none":
+            todo.append((name, build_method(compose([*overrides, f"method={name}"]) if methods else cfg)))
+    if textbook:
+        m = cfg.method if cfg.method.name.startswith("vat") else compose([*plain, "method=vat"]).method
+        todo.append(("vat (textbook port)", TextbookVAT(eps=m.eps, xi=m.xi, power_iters=m.power_iters)))
+    l, u = cfg.batch_size, cfg.unlabeled_batch_size
+    timers = [MethodTimer(model, method, cfg, source, device, amp) for _, method in todo]
+    for timer in timers:
+        timer.run(warmup, with_data=False, record=False)
+    chunk = max(1, iters // 5)
+    for with_data in (False, True):
+        done = 0
+        while done < iters:
+            for timer in timers:
+                timer.run(min(chunk, iters - done), with_data=with_data, record=True)
+            done += chunk
+    rows = []
+    for (name, method), timer in zip(todo, timers):
+        ms = statistics.median(timer.times[False])
+        rows.append({"method": name, "ms": ms, "ms_with_data": statistics.median(timer.times[True]),
+                     "peak_mem_mb": timer.peak, "cost_units": cost_units(method, l, u),
+                     "samples_per_s": 1000 * (l + (u if method.uses_unlabeled else 0)) / ms})
+    sup_ms, sup_units = rows[0]["ms"], rows[0]["cost_units"]
+    for r in rows:
+        r["ratio"] = r["ms"] / sup_ms
+        r["floor"] = r["cost_units"] / sup_units if r["cost_units"] else None
+        r["ratio_to_floor"] = r["ratio"] / r["floor"] if r["floor"] else None
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"dataset": cfg.dataset.name, "model": cfg.model.name, "device": gpu or "cpu",
+            "threads": torch.get_num_threads(), "batch_size": l, "unlabeled_batch_size": u, "amp": bool(use_amp),
+            "iters": iters, "warmup": warmup, "rows": rows}
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = (f"{report['model']} on {report['dataset']} | {report['device']} ({report['threads']} threads) | "
+             f"l={report['batch_size']} u={report['unlabeled_batch_size']} | amp={report['amp']} | "
+             f"median of {report['iters']} after {report['warmup']} warm-up")
+    t = Table(title=title)
+    for col in ("method", "ms/step", "ms/step with data", "× supervised", "floor ×", "× floor", "samples/s",
+                "peak MiB"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for r in report["rows"]:
+        t.add_row(r["method"], fmt(r["ms"], ".2f"), fmt(r["ms_with_data"], ".2f"), fmt(r["ratio"], ".2f"),
+                  fmt(r["floor"], ".2f"), fmt(r["ratio_to_floor"], ".3f"), fmt(r["samples_per_s"], ",.0f"),
+                  fmt(r["peak_mem_mb"], ",.0f"))
+    Console(width=max(120, Console().width)).print(t)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="genexp bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides as for genexp train (model=cnn13 batch_size=64 ...)")
+    p.add_argument("--methods", default=None, help="comma-separated methods to time (default: the configured one)")
+    p.add_argument("--iters", type=int, default=30, help="timed steps per method (median reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    p.add_argument("--textbook", action="store_true",
+                   help="also time a textbook VAT port that calls loss.backward() in the power iteration")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    try:
+        if args.iters <= 0 or args.warmup < 0:
+            raise GenexpError("--iters must be > 0 and --warmup >= 0")
+        report = run(args.overrides, args.methods.split(",") if args.methods else None, args.iters, args.warmup,
+                     args.textbook)
+    except GenexpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # Hydra composition errors: one line, like genexp train
+        from genexp.train_app import one_line, show_tracebacks
+
+        if show_tracebacks():
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0

@@ -1,0 +1,22 @@
+import json
+
+from helpers import genexp
+
+
+def test_bench_json_reports_ratios_and_floor(tmp_path):
+    p = genexp("bench", "method=vat", "batch_size=16", "unlabeled_batch_size=32", "--iters", "2", "--warmup", "1",
+               "--textbook", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    rows = {r["method"]: r for r in report["rows"]}
+    assert set(rows) == {"none", "vat", "vat (textbook port)"}
+    assert rows["none"]["ratio"] == 1.0
+    # (3l + 4u + 2u) / 3l with l=16, u=32, one power iteration
+    assert abs(rows["vat"]["floor"] - (3 * 16 + 6 * 32) / (3 * 16)) < 1e-9
+    for r in rows.values():
+        assert r["ms"] > 0 and r["ms_with_data"] > 0 and r["samples_per_s"] > 0 and r["peak_mem_mb"] > 0
+
+
+def test_bench_bad_override_is_one_line(tmp_path):
+    p = genexp("bench", "model=nope", cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
