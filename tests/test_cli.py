@@ -90,3 +90,9 @@ def test_existing_run_dir_is_never_overwritten(tmp_path):
     p = genexp("train", "steps=3", "eval_every=1", "progress=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert p.returncode == 2 and "already holds a run" in p.stderr
     assert (run_dir / "result.json").read_bytes() == before
+
+
+def test_slurm_launcher_config_is_shipped(tmp_path):
+    p = genexp("train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "SlurmLauncher" in p.stdout and "partition: gpu" in p.stdout and "gpus_per_node: 1" in p.stdout
