@@ -96,8 +96,10 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.opti
             return 0.5 * (1 + math.cos(math.pi * t))
         if schedule == "linear":
             return max(0.0, 1 - t)
+        if schedule == "step":
+            return float(o.get("decay_rate", 0.1)) ** (step // int(o.get("decay_steps", steps)))
         return 1.0
 
-    if schedule not in ("cosine", "linear", "constant"):
-        raise GenexpError(f"optim.schedule={schedule!r} is unknown: use cosine, linear or constant")
+    if schedule not in ("cosine", "linear", "step", "constant"):
+        raise GenexpError(f"optim.schedule={schedule!r} is unknown: use cosine, linear, step or constant")
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
