@@ -2,38 +2,66 @@
 
 With `entmin_weight` > 0 this is VAT+EntMin (Miyato et al. 2018, §4): the clean unlabelled
 forward then keeps its graph and also carries the entropy term.
+
+Amortised VAT (`warm_start=true`, genexp's own extension, not in the published
+implementations): each training example's last adversarial direction is kept in a buffer on the
+device and the next power iteration starts from it instead of from N(0, I). With
+`refresh_every=k` the power iteration runs only every k-th step; in between the stored direction
+is reused as is (0 power iterations), which removes the 2u-unit power pass from those steps.
 """
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import frozen_bn_stats
-from genexp.regularizers.vat import vat_loss
+from genexp.regularizers.entropy import entropy_loss
+from genexp.regularizers.vat import vat_loss, vat_perturbation
 
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1).mean()
+BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class VAT(Method):
     uses_unlabeled = True
 
     def __init__(self, eps: float = 1.0, xi: float = 1e-6, power_iters: int = 1, weight: float = 1.0,
-                 include_labeled: bool = False, entmin_weight: float = 0.0, label_smoothing: float = 0.0) -> None:
+                 include_labeled: bool = False, entmin_weight: float = 0.0, label_smoothing: float = 0.0,
+                 warm_start: bool = False, refresh_every: int = 1, buffer_dtype: str = "bfloat16") -> None:
         super().__init__(weight=weight, label_smoothing=label_smoothing)
         self.check(eps=eps, xi=xi, power_iters=power_iters, entmin_weight=entmin_weight)
+        if int(refresh_every) < 1:
+            from genexp.errors import GenexpError
+            raise GenexpError(f"method.refresh_every={refresh_every} must be >= 1: set method.refresh_every=1 (every step)")
         self.eps, self.xi, self.power_iters = eps, xi, int(power_iters)
         self.include_labeled, self.entmin_weight = include_labeled, entmin_weight
+        self.warm_start, self.refresh_every = bool(warm_start), int(refresh_every)
+        self.buffer_dtype = BUFFER_DTYPES[buffer_dtype]
+        self.directions: Tensor | None = None  # (num_train, *embed shape), unit norm per row
+        self.seen: Tensor | None = None
+        self.num_train = 0
+
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+        self.num_train = num_train
+
+    def _stored(self, idx: Tensor, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.directions is None:
+            self.directions = torch.zeros((self.num_train, *like.shape[1:]), dtype=self.buffer_dtype,
+                                          device=like.device)
+            self.seen = torch.zeros(self.num_train, dtype=torch.bool, device=like.device)
+        init = self.directions[idx].to(like.dtype)
+        # Examples never seen start from a fresh Gaussian direction, as in standard VAT.
+        fresh = torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
+        return torch.where(self.seen[idx].view(-1, *([1] * (like.dim() - 1))), init, fresh)
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         sup, logits_l = self.supervised(model, batch)
-        x_u, mask_u = batch.x_u, batch.mask_u
+        x_u, mask_u, idx = batch.x_u, batch.mask_u, batch.idx_u
         if self.include_labeled:
             x_u = torch.cat([batch.x_l, x_u])
             mask_u = None if mask_u is None else torch.cat([batch.mask_l, mask_u])
+            idx = None if idx is None else torch.cat([batch.idx_l, idx])
         h = model.embed(x_u)
 
         def forward(z: torch.Tensor) -> torch.Tensor:
@@ -43,13 +71,29 @@ class VAT(Method):
         # when the entropy term needs one, and never moves BatchNorm statistics.
         with frozen_bn_stats(model), torch.set_grad_enabled(self.entmin_weight > 0):
             logits_u = forward(h)
-        reg = vat_loss(forward, h, xi=self.xi, eps=self.eps, power_iters=self.power_iters,
-                       target_logits=logits_u.detach(), generator=batch.generator,
-                       mask=model.perturb_mask(mask_u), model=model)
+        target = logits_u.detach()
+        pmask = model.perturb_mask(mask_u)
+        r_adv = None
+        if self.warm_start and idx is not None:
+            iters = self.power_iters if batch.step % self.refresh_every == 0 else 0
+            r_adv = vat_perturbation(forward, h, xi=self.xi, eps=self.eps, power_iters=iters,
+                                     generator=batch.generator, target_logits=target, mask=pmask,
+                                     init=self._stored(idx, h.detach(), batch.generator), model=model)
+            self.directions[idx] = (r_adv.detach() / self.eps).to(self.buffer_dtype)
+            self.seen[idx] = True
+        reg = vat_loss(forward, h, xi=self.xi, eps=self.eps, power_iters=self.power_iters, target_logits=target,
+                       generator=batch.generator, mask=pmask, model=model, r_adv=r_adv)
         total = sup + self.weight * reg
         logs = {"sup": sup.detach(), "vat": reg.detach()}
         if self.entmin_weight > 0:
-            ent = entropy(logits_u)
+            ent = entropy_loss(logits_u)
             total = total + self.entmin_weight * ent
             logs["entropy"] = ent.detach()
         return StepOutput(loss=total, logits_l=logits_l, logs=logs)
+
+    def state_dict(self) -> dict:
+        return {} if self.directions is None else {"directions": self.directions, "seen": self.seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.directions, self.seen = state["directions"], state["seen"]
