@@ -7,6 +7,7 @@ sweep the other runs go on. GENEXP_TRACEBACK=1 (or HYDRA_FULL_ERROR=1) shows tra
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -112,9 +113,11 @@ def main(args: list[str]) -> int:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         os.environ[TRACEBACK_ENV] = "1"
     rank = distributed.world_from_env().rank
+    scratch = None
     if rank > 0:
         # Only rank 0 keeps a run dir; the others write Hydra's files to a scratch dir.
-        sys.argv += [f"hydra.run.dir={tempfile.mkdtemp(prefix=f'genexp-rank{rank}-')}", "hydra.output_subdir=null"]
+        scratch = tempfile.mkdtemp(prefix=f"genexp-rank{rank}-")
+        sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
     # Let Hydra's own errors (unknown group option, bad override syntax) reach us as exceptions.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -124,6 +127,9 @@ def main(args: list[str]) -> int:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     if FAILED_JOBS:
         print(f"{len(FAILED_JOBS)} run(s) failed; each has result.json with status 'failed' and a reason",
               file=sys.stderr)
