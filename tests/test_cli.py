@@ -38,7 +38,7 @@ def test_train_writes_complete_records(tmp_path):
     assert len(split["labeled"]) == 30 and not set(split["labeled"]) & set(split["unlabeled"])
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert ckpt["step"] == 20 and "model" in ckpt
+    assert ckpt["loop"]["step"] == 20 and "model" in ckpt and "optimizer" in ckpt and "rng" in ckpt
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
 
 

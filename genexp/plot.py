@@ -1,0 +1,229 @@
+"""`genexp plot`: PNG figures of recorded runs.
+
+  labels_<dataset>_<model>_<metric>.png   the metric vs the number of labels, one line per method,
+                                           error bars = sample std over seeds
+  curves_<dataset>_<model>_l<labels>.png  val and test accuracy vs step from metrics.jsonl, mean over
+                                           seeds (completed runs) with a shaded ±1 std band
+
+Failed and incomplete runs are not plotted but counted in the legends.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from genexp.errors import GenexpError
+from genexp.table import Metric, load_results, parse_metric
+
+CURVE_METRICS = ("val_acc", "test_acc")
+
+
+def _safe(s: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_") or "x"
+
+
+def _num(v: str) -> float:
+    try:
+        return float(v)
+    except ValueError:
+        return math.nan
+
+
+def _method_order(methods: set[str]) -> list[str]:
+    return sorted(methods, key=lambda m: (m != "none", m))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Records of metrics.jsonl; a torn last line (a run still writing) is skipped."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)):
+            records.append(rec)
+    return records
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _save(fig: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plot is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _counts_note(n: int, failed: int, incomplete: int) -> str:
+    parts = [f"{n} runs"] + ([f"{failed} failed"] if failed else [])
+    parts += [f"{incomplete} incomplete"] if incomplete else []
+    return ", ".join(parts)
+
+
+def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    # (dataset, model) -> method -> labels -> runs
+    figs: dict[tuple[str, str], dict[str, dict[str, list[dict]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
+    for r in results:
+        if r.get("status") == "unreadable":
+            continue
+        key = (str(r.get("dataset", "?")), str(r.get("model", "?")))
+        figs[key][str(r.get("method", "?"))][str(r.get("labels", "?"))].append(r)
+    written = []
+    for (dataset, model), by_method in sorted(figs.items()):
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        all_x: list[float] = []
+        for method in _method_order(set(by_method)):
+            xs, ms, ss = [], [], []
+            n_tot = failed = incomplete = 0
+            for labels, runs in by_method[method].items():
+                vals = [v for r in runs if r.get("status") == "completed" and (v := metric.value(r)) is not None]
+                failed += sum(r.get("status") == "failed" for r in runs)
+                incomplete += sum(r.get("status") not in ("completed", "failed") for r in runs)
+                n_tot += len(vals)
+                x = _num(labels)
+                if vals and not math.isnan(x):
+                    m, s = _mean_std(vals)
+                    xs.append(x)
+                    ms.append(m)
+                    ss.append(s)
+            order = sorted(range(len(xs)), key=xs.__getitem__)
+            xs, ms, ss = [xs[i] for i in order], [ms[i] for i in order], [ss[i] for i in order]
+            all_x += xs
+            ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=4, linewidth=1.5,
+                        label=f"{method} ({_counts_note(n_tot, failed, incomplete)})")
+        if all_x and min(all_x) > 0 and max(all_x) / min(all_x) >= 10:
+            ax.set_xscale("log")
+        if all_x:
+            ticks = sorted(set(all_x))
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+        ax.set_xlabel("labelled examples")
+        ax.set_ylabel(f"{metric.name}{metric.unit}")
+        ax.set_title(f"{dataset} · {model}: {metric.name} vs labels\nmean ± sample std over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out / f"labels_{_safe(dataset)}_{_safe(model)}_{_safe(metric.name)}.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_curves(results: list[dict[str, Any]], out: Path) -> tuple[list[Path], list[str]]:
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if r.get("status") == "unreadable":
+            continue
+        key = (str(r.get("dataset", "?")), str(r.get("model", "?")), str(r.get("labels", "?")))
+        groups[key][str(r.get("method", "?"))].append(r)
+    written, notes = [], []
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _num(kv[0][2])))
+    for (dataset, model, labels), by_method in ordered:
+        fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(11, 4.2), sharey=True)
+        drew = False
+        for i, method in enumerate(_method_order(set(by_method))):
+            runs = by_method[method]
+            completed = [r for r in runs if r.get("status") == "completed"]
+            curves = [c for r in completed if (c := read_metrics(Path(r["_path"])))]
+            not_done = len(runs) - len(completed)
+            if not curves:
+                if completed:
+                    notes.append(f"{dataset}/{model}/labels={labels}/{method}: no metrics.jsonl in its completed runs")
+                continue
+            color = f"C{i % 10}"
+            for ax, key in zip(axes, CURVE_METRICS):
+                per_step: dict[float, list[float]] = defaultdict(list)
+                for c in curves:
+                    last = {rec["step"]: rec for rec in c}  # a resumed run may repeat steps: keep the latest
+                    for step, rec in last.items():
+                        v = rec.get(key)
+                        if isinstance(v, (int, float)) and math.isfinite(v):
+                            per_step[step].append(100.0 * v)
+                if not per_step:
+                    continue
+                steps = sorted(per_step)
+                stats = [_mean_std(per_step[s]) for s in steps]
+                mean = [m for m, _ in stats]
+                lo = [m - s for m, s in stats]
+                hi = [m + s for m, s in stats]
+                label = f"{method} (n={len(curves)}"
+                label += (f", {not_done} not completed, not shown" if not_done else "") + ")"
+                ax.plot(steps, mean, color=color, linewidth=1.6, label=label)
+                ax.fill_between(steps, lo, hi, color=color, alpha=0.2, linewidth=0)
+                drew = True
+        if not drew:
+            plt.close(fig)
+            continue
+        for ax, key in zip(axes, CURVE_METRICS):
+            ax.set_title(f"{key} (%)")
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("accuracy (%), mean ± std over seeds")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{dataset} · {model} · {labels} labels: training curves")
+        path = out / f"curves_{_safe(dataset)}_{_safe(model)}_l{_safe(labels)}.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(path)
+    return written, notes
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="genexp plot", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="*", type=Path, default=[Path("outputs")], help="run/sweep dirs (default outputs/)")
+    p.add_argument("--out", type=Path, default=None, help="directory for the PNGs (default: plots/ in the first DIR)")
+    p.add_argument("--metric", default="test_acc",
+                   help="y axis of the labels plot: test_acc (default), test_err, val_acc, val_err, ...")
+    args = p.parse_args(argv)
+    try:
+        metric = parse_metric(args.metric)
+        results = load_results(args.dirs)
+        if not results:
+            raise GenexpError(f"no result.json under {', '.join(map(str, args.dirs))}: run genexp train first")
+        completed = [r for r in results if r.get("status") == "completed"]
+        if completed and not any(metric.value(r) is not None for r in completed):
+            raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric test_acc or test_err")
+    except GenexpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = args.out if args.out is not None else args.dirs[0] / "plots"
+    written = plot_vs_labels(results, metric, out)
+    curves, notes = plot_curves(results, out)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    for path in written + curves:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,74 @@
+"""`genexp plot` on fabricated run directories with metrics.jsonl."""
+import json
+import math
+
+import pytest
+
+from genexp import plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fabricate(root, with_metrics=True):
+    for method, bonus in (("none", 0.0), ("vat", 0.05)):
+        for labels in (20, 100):
+            for seed in range(3):
+                d = root / f"{method}_l{labels}_s{seed}"
+                d.mkdir(parents=True)
+                failed = method == "vat" and labels == 100 and seed == 2
+                acc = 0.6 + 0.002 * labels + bonus + 0.01 * seed
+                r = {"status": "failed" if failed else "completed", "dataset": "digits", "model": "mlp",
+                     "method": method, "labels": labels, "seed": seed}
+                if not failed:
+                    r |= {"test_acc": acc, "val_acc": acc}
+                (d / "result.json").write_text(json.dumps(r))
+                if with_metrics:
+                    with (d / "metrics.jsonl").open("w") as f:
+                        for step in range(10, 101, 10):
+                            v = acc * (1 - math.exp(-step / 30))
+                            f.write(json.dumps({"step": step, "val_acc": v, "test_acc": v - 0.01}) + "\n")
+                        if failed:
+                            f.write('{"step": 110, "val_')  # torn line of a run that died mid-write
+
+
+def pngs(out):
+    files = sorted(out.glob("*.png"))
+    for f in files:
+        data = f.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, f
+    return [f.name for f in files]
+
+
+def test_plots_written(tmp_path, capsys):
+    fabricate(tmp_path / "outputs")
+    rc = plot.main([str(tmp_path / "outputs"), "--out", str(tmp_path / "figs")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert pngs(tmp_path / "figs") == ["curves_digits_mlp_l100.png", "curves_digits_mlp_l20.png",
+                                       "labels_digits_mlp_test_acc.png"]
+    assert out.count("wrote ") == 3
+
+
+def test_error_metric_and_default_out(tmp_path, capsys):
+    fabricate(tmp_path / "outputs", with_metrics=False)
+    rc = plot.main([str(tmp_path / "outputs"), "--metric", "test_err"])
+    _, err = capsys.readouterr()
+    assert rc == 0, err
+    assert pngs(tmp_path / "outputs" / "plots") == ["labels_digits_mlp_test_err.png"]
+    assert "no metrics.jsonl" in err  # curves skipped, and said so
+
+
+def test_read_metrics_skips_torn_lines(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "val_acc": 0.5}\n{"step": 2, "va')
+    assert plot.read_metrics(tmp_path) == [{"step": 1, "val_acc": 0.5}]
+
+
+@pytest.mark.parametrize("args,needle", [(["{missing}"], "does not exist"),
+                                         (["{root}", "--metric", "nope"], "nope")])
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    fabricate(tmp_path / "outputs", with_metrics=False)
+    fill = {"missing": tmp_path / "nope", "root": tmp_path / "outputs"}
+    rc = plot.main([a.format(**fill) for a in args])
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
