@@ -61,9 +61,9 @@ def hydra_train(cfg: DictConfig) -> float | None:
     hydra_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = hydra_dir
-    d = distributed.init(resolve_device(cfg.device).type if cfg.device != "auto" else
-                         ("cuda" if __import__("torch").cuda.is_available() else "cpu"))
+    d = distributed.Dist()
     try:
+        d = distributed.init(resolve_device(cfg.device).type)
         decision: object = None
         if d.is_main:
             try:
