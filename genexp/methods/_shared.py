@@ -1,0 +1,131 @@
+"""Pieces several methods share: the perturbable view of a batch, the clean unlabelled forward,
+weight ramps and config checks. Not a method itself (no config points here)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from genexp.errors import GenexpError
+from genexp.methods.base import Batch
+from genexp.models.base import GenexpModel
+from genexp.regularizers._common import frozen_bn_stats, widen
+
+
+@dataclass
+class View:
+    """A batch as regularizers see it: `h = model.embed(x)` (the input for image/vector models, the
+    token-embedding output for text models), `forward(z) = model.head(z, mask)`, and `pmask`
+    (broadcastable to h, 1 = may be perturbed; None for untokenised inputs)."""
+
+    h: Tensor
+    mask: Tensor | None
+    pmask: Tensor | None
+    forward: Callable[[Tensor], Tensor]
+
+
+def head_fn(model: GenexpModel, mask: Tensor | None) -> Callable[[Tensor], Tensor]:
+    """z ↦ model.head(z, mask); a z of k stacked copies of the batch (k-sample regularizers) gets
+    the mask repeated k times."""
+
+    def forward(z: Tensor) -> Tensor:
+        m = mask
+        if m is not None and z.shape[0] != m.shape[0] and z.shape[0] % m.shape[0] == 0:
+            m = repeat_batch(m, z.shape[0] // m.shape[0])
+        return model.head(z, m)
+
+    return forward
+
+
+def view(model: GenexpModel, x: Tensor, mask: Tensor | None) -> View:
+    return View(h=model.embed(x), mask=mask, pmask=model.perturb_mask(mask), forward=head_fn(model, mask))
+
+
+def labelled_view(model: GenexpModel, batch: Batch) -> View:
+    return view(model, batch.x_l, batch.mask_l)
+
+
+def unlabelled_inputs(batch: Batch, include_labeled: bool = False) -> tuple[Tensor, Tensor | None]:
+    """(x_u, mask_u), with the labelled batch prepended when `include_labeled`."""
+    if batch.x_u is None:
+        raise GenexpError("this method needs an unlabelled batch but the trainer gave none: "
+                          "set `uses_unlabeled = True` on the method class")
+    x, mask = batch.x_u, batch.mask_u
+    if include_labeled:
+        x = torch.cat([batch.x_l, x])
+        mask = None if mask is None else torch.cat([batch.mask_l, mask])
+    return x, mask
+
+
+def unlabelled_view(model: GenexpModel, batch: Batch, include_labeled: bool = False) -> View:
+    return view(model, *unlabelled_inputs(batch, include_labeled))
+
+
+def clean_logits(model: GenexpModel, v: View, *, keep_graph: bool = False) -> Tensor:
+    """The clean forward of a regularizer's (usually unlabelled) batch.
+
+    BatchNorm running statistics are not updated by it: only the supervised forward of the
+    labelled batch moves them. Without `keep_graph` no graph is built (a consistency target).
+    """
+    with frozen_bn_stats(model), torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
+        return v.forward(v.h)
+
+
+def ce(logits: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Batch-mean cross-entropy in float32 (or wider)."""
+    return F.cross_entropy(widen(logits), y, label_smoothing=label_smoothing)
+
+
+def repeat_batch(t: Tensor | None, k: int) -> Tensor | None:
+    """k copies of a batch stacked along dim 0 (copy j is rows j·B … (j+1)·B − 1)."""
+    if t is None or k == 1:
+        return t
+    return t.repeat(k, *([1] * (t.dim() - 1)))
+
+
+def linear_rampup(step: int, rampup_steps: int) -> float:
+    """min(1, step / rampup_steps); 1 when rampup_steps is 0."""
+    if rampup_steps <= 0:
+        return 1.0
+    return min(1.0, step / rampup_steps)
+
+
+def sigmoid_rampup(step: int, rampup_steps: int) -> float:
+    """exp(−5 (1 − t)²), t = min(1, step / rampup_steps) (Laine & Aila 2017; Tarvainen & Valpola 2017)."""
+    if rampup_steps <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, step / rampup_steps))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def check_choice(key: str, value: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise GenexpError(f"method.{key}={value!r} is unknown: set method.{key} to one of {', '.join(choices)}")
+    return value
+
+
+def check_positive_int(**values: int) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GenexpError(f"method.{key}={value} must be an integer >= 1: set method.{key}=<int >= 1>")
+
+
+def check_probability(**values: float) -> None:
+    for key, value in values.items():
+        if value is None or not 0.0 <= value <= 1.0:
+            raise GenexpError(f"method.{key}={value} must be in [0, 1]: set method.{key}=<number in [0, 1]>")
+
+
+def surrogate(value: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
+    """A scalar equal to `value` whose backward deposits `grads` into `params`.
+
+    For gradients that must be taken inside a context (e.g. noisy weights restored on exit)
+    while the trainer calls backward() later.
+    """
+    s = sum((p * g.detach()).sum() for p, g in zip(params, grads))
+    return value.detach() + (s - s.detach())

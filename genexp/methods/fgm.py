@@ -1,0 +1,38 @@
+"""`fgm`: supervised adversarial training with the fast gradient method (MATH.md §3).
+
+Objective: CE(f(h), y) + weight · CE(f(h + r), y), h = model.embed(x_l) (the input for
+image/vector models, the token embeddings for text models; padding never perturbed), with
+r = eps · g/‖g‖₂ per sample, g = ∇_h CE(f(h), y), r treated as a constant. This is Goodfellow
+et al.'s (2015) mix α·CE(x) + (1 − α)·CE(x + r) with α = 1/(1 + weight), scaled by
+(1 + weight): weight = 1 is their α = 0.5 at twice the loss scale. The adversarial pass leaves
+BatchNorm running statistics unchanged. `pgd` (genexp.methods.pgd) changes only r.
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+from genexp.methods._shared import View, ce, labelled_view
+from genexp.methods.base import Batch, Method, StepOutput
+from genexp.models.base import GenexpModel
+from genexp.regularizers._common import frozen_bn_stats
+from genexp.regularizers.adversarial import fgm_perturbation
+
+
+class FGM(Method):
+    def __init__(self, eps: float = 1.0, weight: float = 1.0, label_smoothing: float = 0.0) -> None:
+        super().__init__(weight=weight, label_smoothing=label_smoothing)
+        self.check(eps=eps)
+        self.eps = eps
+
+    def perturbation(self, model: GenexpModel, v: View, batch: Batch) -> Tensor:
+        return fgm_perturbation(v.forward, v.h, batch.y_l, eps=self.eps, mask=v.pmask, model=model)
+
+    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        v = labelled_view(model, batch)
+        logits_l = v.forward(v.h)
+        sup = ce(logits_l, batch.y_l, self.label_smoothing)
+        r = self.perturbation(model, v, batch)
+        with frozen_bn_stats(model):
+            adv = ce(v.forward(v.h + r.detach()), batch.y_l, self.label_smoothing)
+        return StepOutput(loss=sup + self.weight * adv, logits_l=logits_l,
+                          logs={"sup": sup.detach(), "adv": adv.detach()})

@@ -1,0 +1,28 @@
+"""`gp_input`: CE + weight·‖∇_x CE‖² on the labelled batch (MATH.md §3/§5, supervised).
+
+Objective: CE(f(x_l), y) + weight · mean_b ‖∇_h CE(f(h_b), y_b)‖², h = model.embed(x_l) (the
+input for image/vector models, the token embeddings for text models), each sample's gradient
+that of its own (unsmoothed) loss; differentiated into θ by double backward. To first order
+this is what FGM training penalises (ε₀‖∇_x l‖, MATH.md §3). The penalty's extra forward
+leaves BatchNorm running statistics unchanged.
+"""
+from __future__ import annotations
+
+from genexp.methods._shared import labelled_view
+from genexp.methods.base import Batch, Method, StepOutput
+from genexp.models.base import GenexpModel
+from genexp.regularizers._common import frozen_bn_stats
+from genexp.regularizers.gradient_penalty import input_gradient_penalty
+
+
+class GPInput(Method):
+    def __init__(self, weight: float = 0.1, label_smoothing: float = 0.0) -> None:
+        super().__init__(weight=weight, label_smoothing=label_smoothing)
+
+    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        sup, logits_l = self.supervised(model, batch)
+        v = labelled_view(model, batch)
+        with frozen_bn_stats(model):
+            reg = input_gradient_penalty(v.forward, v.h, batch.y_l)
+        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
+                          logs={"sup": sup.detach(), "grad_penalty": reg.detach()})

@@ -1,0 +1,50 @@
+"""`gp_param`: CE + weight·‖∇_θ CE‖² (MATH.md §5; Barrett & Dherin 2021, explicit form of
+"implicit gradient regularization", supervised).
+
+Objective: L(θ) + weight · ‖∇_θ L(θ)‖², L = CE(f(x_l), y) (with label smoothing if set), θ
+every trainable parameter. Gradient descent with step size h follows, to first order in h,
+the flow of L + (h/4)‖∇_θ L‖², so weight ≈ lr/4 reproduces plain SGD's implicit penalty and
+larger values strengthen it. `gradient=double_backward` differentiates ‖∇_θ L‖² exactly;
+`gradient=finite_difference` approximates its θ-gradient 2Hg by a gradient difference at
+θ + fd_step·g/‖g‖ (one more forward/backward, no double backward); its second pass replays
+the same dropout masks and leaves BatchNorm running statistics unchanged.
+"""
+from __future__ import annotations
+
+import torch
+
+from genexp.methods._shared import check_choice
+from genexp.methods.base import Batch, Method, StepOutput
+from genexp.models.base import GenexpModel
+from genexp.regularizers.gradient_penalty import param_gradient_penalty
+
+
+class GPParam(Method):
+    def __init__(self, weight: float = 1.0, gradient: str = "double_backward", fd_step: float = 1e-3,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__(weight=weight, label_smoothing=label_smoothing)
+        self.check(fd_step=fd_step)
+        self.gradient = check_choice("gradient", gradient, ("double_backward", "finite_difference"))
+        self.fd_step = fd_step
+
+    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        params = [p for p in model.parameters() if p.requires_grad]
+        closure = None
+        if self.gradient == "finite_difference":
+            device = batch.x_l.device
+            cuda = [device] if device.type == "cuda" else []
+            cpu_state = torch.get_rng_state()
+            cuda_state = torch.cuda.get_rng_state(device) if cuda else None
+
+            def closure() -> torch.Tensor:
+                # Same batch, same dropout masks as the pass below.
+                with torch.random.fork_rng(devices=cuda):
+                    torch.set_rng_state(cpu_state)
+                    if cuda:
+                        torch.cuda.set_rng_state(cuda_state, device)
+                    return self.supervised(model, batch)[0]
+
+        sup, logits_l = self.supervised(model, batch)
+        reg = param_gradient_penalty(sup, params, method=self.gradient, closure=closure, h=self.fd_step, model=model)
+        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
+                          logs={"sup": sup.detach(), "grad_penalty": reg.detach()})

@@ -1,0 +1,36 @@
+"""`noise_consistency` (Π-model form of MATH.md §2): CE + weight·l(f(x_u + ε), f_ng(x_u)).
+
+Objective: CE(f(x_l), y) + weight · (1/k) Σ_{j≤k} mean_b l(f(x_u,b + ε_j), f_ng(x_u,b)),
+ε ~ N(0, σ²I) on `model.embed(x_u)` (padding untouched), f = softmax, f_ng a clean forward
+without gradient, and l = Σ_i (F_i − f_i)² (`consistency=mse`, ≈ σ² Σ_i ‖∇_x f_i‖²) or
+KL(f_ng(x) ‖ f(x+ε)) (`consistency=kl`, ≈ ½σ² Σ_i ‖∇_x f_i‖²/f_i). Unlike Laine & Aila's
+two-noisy-pass Π-model the target is the clean prediction, as in MATH.md §2. The unlabelled
+passes leave BatchNorm running statistics unchanged.
+"""
+from __future__ import annotations
+
+from genexp.methods._shared import check_choice, check_positive_int, clean_logits, unlabelled_view
+from genexp.methods.base import Batch, Method, StepOutput
+from genexp.models.base import GenexpModel
+from genexp.regularizers.noise import noise_consistency_loss
+
+
+class NoiseConsistency(Method):
+    uses_unlabeled = True
+
+    def __init__(self, sigma: float = 0.3, samples: int = 1, consistency: str = "mse", weight: float = 10.0,
+                 include_labeled: bool = False, label_smoothing: float = 0.0) -> None:
+        super().__init__(weight=weight, label_smoothing=label_smoothing)
+        self.check(sigma=sigma)
+        check_positive_int(samples=samples)
+        self.consistency = check_choice("consistency", consistency, ("mse", "kl"))
+        self.sigma, self.samples, self.include_labeled = sigma, samples, include_labeled
+
+    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        sup, logits_l = self.supervised(model, batch)
+        v = unlabelled_view(model, batch, self.include_labeled)
+        reg = noise_consistency_loss(v.forward, v.h, sigma=self.sigma, samples=self.samples,
+                                     consistency=self.consistency, target_logits=clean_logits(model, v),
+                                     generator=batch.generator, mask=v.pmask, model=model)
+        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
+                          logs={"sup": sup.detach(), "consistency": reg.detach()})
