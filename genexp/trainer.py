@@ -111,6 +111,8 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d:
     d = d or Dist()
     validate_config(cfg)
     device = resolve_device(cfg.device, d)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
     seed_everything(cfg.seed)
     base = {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
             "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed, "steps": cfg.steps,
