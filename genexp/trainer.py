@@ -228,6 +228,41 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
                 "loop": {**st, "step": done, "wall_before": st.get("wall_before", 0.0) + time.time() - started},
                 "config": OmegaConf.to_container(cfg, resolve=True)})
 
+    def evaluate_and_log(done: int, interval_start: float) -> None:
+        """Reduce the interval's training sums, evaluate val + test, log, track the best."""
+        n_int = done - st.get("timed_steps", 0)
+        sums = {k: distributed.all_sum(v.detach().reshape(()), d) / d.world for k, v in st["sums"].items()}
+        train_loss = {k: (v / n_int).item() for k, v in sums.items()}
+        correct = distributed.all_sum(torch.as_tensor(st["correct"], device=device, dtype=torch.float32), d)
+        train_acc = correct.item() / max(st["seen"] * d.world, 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - interval_start
+        st["train_time"] += elapsed
+        st["step_times"].append(1000 * elapsed / n_int)
+        st["timed_steps"] = done
+        if not all(math.isfinite(v) for v in train_loss.values()):
+            raise Diverged(f"loss became non-finite at step {done} ({train_loss}); lower optim.lr or the method's weight")
+        default = ema.module if ema is not None else model
+        eval_model = method.eval_model(model) or default
+        distributed.average_buffers(eval_model, d)
+        val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp, data.preprocess, d)
+        test_acc, test_loss = evaluate(eval_model, x_test, y_test, mask_test, amp, data.preprocess, d)
+        last = {"step": done, "lr": scheduler.get_last_lr()[0], "train_acc": train_acc,
+                **{f"train_{k}": v for k, v in train_loss.items()}, "val_acc": val_acc, "val_loss": val_loss,
+                "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - started}
+        st["last"] = last
+        if d.is_main:
+            append_jsonl(metrics_path, last)
+            for k, v in last.items():
+                if k != "step":
+                    writer.add_scalar(k, v, done)
+        if val_acc > st["best"]["val_acc"]:
+            st["best"] = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
+            st["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
+        progress.update(done, loss=train_loss["loss"], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc)
+        st["sums"], st["correct"], st["seen"] = {}, 0.0, 0
+
     model.train()
     interval_start = time.perf_counter()
     with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=st["step"]) as progress:
@@ -245,9 +280,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             done = step + 1
             progress.tick(done)
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                _evaluate_and_log(cfg, st, done, model, ema, method, scheduler, data, amp, d, writer, metrics_path,
-                                  progress, interval_start, started, device,
-                                  (x_val, y_val, mask_val), (x_test, y_test, mask_test))
+                evaluate_and_log(done, interval_start)
                 interval_start = time.perf_counter()
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint(done)
@@ -262,39 +295,3 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             "n_params": n_params, "wall_time_s": time.time() - started + st.get("wall_before", 0.0),
             "train_time_s": st["train_time"], "step_time_ms": 1000 * st["train_time"] / cfg.steps,
             "step_time_ms_median": statistics.median(st["step_times"]) if st["step_times"] else None}
-
-
-def _evaluate_and_log(cfg, st, done, model, ema, method, scheduler, data, amp, d, writer, metrics_path, progress,
-                      interval_start, started, device, val, test) -> None:
-    n_int = done - st.get("timed_steps", 0)
-    sums = {k: distributed.all_sum(v.detach().reshape(()), d) / d.world for k, v in st["sums"].items()}
-    train_loss = {k: (v / n_int).item() for k, v in sums.items()}
-    correct = distributed.all_sum(torch.as_tensor(st["correct"], device=device, dtype=torch.float32), d)
-    train_acc = correct.item() / max(st["seen"] * d.world, 1)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - interval_start
-    st["train_time"] += elapsed
-    st["step_times"].append(1000 * elapsed / n_int)
-    st["timed_steps"] = done
-    if not all(math.isfinite(v) for v in train_loss.values()):
-        raise Diverged(f"loss became non-finite at step {done} ({train_loss}); lower optim.lr or the method's weight")
-    default = ema.module if ema is not None else model
-    eval_model = method.eval_model(model) or default
-    distributed.average_buffers(eval_model, d)
-    val_acc, val_loss = evaluate(eval_model, *val, amp, data.preprocess, d)
-    test_acc, test_loss = evaluate(eval_model, *test, amp, data.preprocess, d)
-    last = {"step": done, "lr": scheduler.get_last_lr()[0], "train_acc": train_acc,
-            **{f"train_{k}": v for k, v in train_loss.items()}, "val_acc": val_acc, "val_loss": val_loss,
-            "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - started}
-    st["last"] = last
-    if d.is_main:
-        append_jsonl(metrics_path, last)
-        for k, v in last.items():
-            if k != "step":
-                writer.add_scalar(k, v, done)
-    if val_acc > st["best"]["val_acc"]:
-        st["best"] = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
-        st["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
-    progress.update(done, loss=train_loss["loss"], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc)
-    st["sums"], st["correct"], st["seen"] = {}, 0.0, 0
