@@ -116,7 +116,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d:
     seed_everything(cfg.seed)
     base = {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
             "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed, "steps": cfg.steps,
-            "experiment": cfg.get("experiment_name"), "device": str(device), "world_size": d.world,
+            "experiment": cfg.get("experiment_name"), "tag": cfg.get("tag"), "device": str(device), "world_size": d.world,
             "git_commit": git_commit(), "versions": versions(), "run_dir": str(run_dir)}
     started = time.time()
     if d.is_main:
