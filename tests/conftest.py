@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 # Tests never reach a model hub or dataset server.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,3 +21,13 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tests of thousands of tiny ops: intra-op threads only add sync cost, and on a busy
+    machine spinning OpenMP workers made single tests 100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

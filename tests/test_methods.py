@@ -40,13 +40,7 @@ TRAINABLE_ON_DIGITS = [m for m in ALL_METHODS if m != "vat_embedding_matrix"]
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many tiny ops: extra intra-op threads only add synchronisation, badly so on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,7 @@ from genexp.regularizers._common import kl_from_logits, per_sample_norm
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Thousands of tiny ops: intra-op threads only add sync cost, and on a busy machine
-    # spinning OpenMP workers made single tests 100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(d_in: int = 6, hidden: int = 16, classes: int = 4, *, seed: int = 0, dtype=F64) -> nn.Sequential:
