@@ -111,8 +111,9 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d:
     d = d or Dist()
     validate_config(cfg)
     device = resolve_device(cfg.device, d)
-    if cfg.get("cpu_threads"):
-        torch.set_num_threads(int(cfg.cpu_threads))
+    threads = cfg.get("cpu_threads")
+    if threads not in (None, "auto"):
+        torch.set_num_threads(int(threads))
     seed_everything(cfg.seed)
     base = {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
             "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed, "steps": cfg.steps,
@@ -162,6 +163,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     mask_val = None if mask is None else mask[val_idx]
 
     model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
+    if cfg.get("cpu_threads") == "auto" and device.type == "cpu" and sum(p.numel() for p in model.parameters()) < 5e6:
+        # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
+        # and when another process holds a core their spin-waits made steps 10-100x slower.
+        torch.set_num_threads(1)
     if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg)

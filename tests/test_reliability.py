@@ -12,7 +12,7 @@ import pytest
 from helpers import genexp, results_under
 
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
-RUN = ["method=vat", "labels=30", "steps=120", "eval_every=20", "checkpoint_every=10", "progress=false",
+RUN = ["method=vat", "labels=30", "steps=1200", "eval_every=200", "checkpoint_every=10", "progress=false",
        "model.dropout=0.1"]
 
 
@@ -44,14 +44,14 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     interrupted = json.loads((killed / "result.json").read_text())
     assert interrupted["status"] == "running"
     at = checkpoint_step(killed)
-    assert 0 < at < 120
+    assert 0 < at < 1200
     r = genexp("train", "resume=true", "progress=false", f"hydra.run.dir={killed}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     a, b = (json.loads((d / "result.json").read_text()) for d in (full, killed))
     assert b["status"] == "completed"
     assert {k: a[k] for k in COMPARED} == {k: b[k] for k in COMPARED}
     steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [20, 40, 60, 80, 100, 120]
+    assert steps == [200, 400, 600, 800, 1000, 1200]
     full_lines = (full / "metrics.jsonl").read_text().splitlines()
     killed_lines = (killed / "metrics.jsonl").read_text().splitlines()
     strip = lambda ln: {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}  # noqa: E731
