@@ -163,7 +163,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     mask_val = None if mask is None else mask[val_idx]
 
     model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
-    if cfg.get("cpu_threads") == "auto" and device.type == "cpu" and sum(p.numel() for p in model.parameters()) < 5e6:
+    n_params = sum(p.numel() for p in model.parameters())
+    if cfg.get("cpu_threads") == "auto" and device.type == "cpu" and n_params < 5e6:
         # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
         # and when another process holds a core their spin-waits made steps 10-100x slower.
         torch.set_num_threads(1)
@@ -190,7 +191,6 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
                          batch_size=cfg.batch_size, unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
                          generator=gen, preprocess=data.preprocess, augment=data.augment, d=d,
                          channels_last=channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
 
     # Everything the loop carries from step to step; checkpointed whole.
     st: dict[str, Any] = {"step": 0, "best": {"val_acc": -1.0, "test_acc": None, "step": 0}, "best_state": None,
