@@ -18,7 +18,6 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from genexp.errors import GenexpError
 from genexp.methods.base import Batch, Method, StepOutput
