@@ -148,7 +148,7 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
             todo.append((name, build_method(compose([*overrides, f"method={name}"]) if methods else cfg)))
     if textbook:
         m = cfg.method if cfg.method.name.startswith("vat") else compose([*plain, "method=vat"]).method
-        todo.append(("vat (textbook port)", TextbookVAT(eps=m.eps, xi=m.xi, power_iters=m.power_iters)))
+        todo.append(("vat (textbook port)", TextbookVAT(eps=m.eps, power_iters=m.power_iters)))
     l, u = cfg.batch_size, cfg.unlabeled_batch_size
     timers = [MethodTimer(model, method, cfg, source, device, amp) for _, method in todo]
     for timer in timers:

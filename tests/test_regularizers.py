@@ -96,6 +96,31 @@ def test_vat_per_sample_norm_is_eps(power_iters):
     torch.testing.assert_close(per_sample_norm(r).flatten(), torch.full((7,), 2.5), rtol=1e-5, atol=1e-5)
 
 
+def test_vat_xi_auto_recovers_the_float64_direction_in_float32():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    x = torch.rand(64, 64, generator=gen(1)) / 2  # ‖x‖ ≈ 4 per row, as the preprocessed digits
+    init = torch.randn(x.shape, generator=gen(2), dtype=F64)
+    ref = vat_perturbation(model.double(), x.double(), xi=1e-6, eps=1.0, power_iters=1, init=init)
+
+    def cos(xi):
+        r = vat_perturbation(model.float(), x, xi=xi, eps=1.0, power_iters=1, init=init.float())
+        return F.cosine_similarity(r.double(), ref).abs()
+
+    good = cos("auto")
+    assert good.mean() > 0.995 and good.min() > 0.95, good
+    # Miyato's ξ = 1e-6 in float32: ξd is below the resolution of x and the direction is noise.
+    assert cos(1e-6).mean() < 0.9
+
+
+def test_vat_xi_auto_scales_with_each_sample():
+    from genexp.regularizers.vat import finite_difference_step
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    step = finite_difference_step("auto", x).flatten()
+    torch.testing.assert_close(step, torch.tensor([5.0, 1.0]) * torch.finfo(torch.float32).eps ** 0.5)
+    assert finite_difference_step(1e-3, x) == 1e-3
+
+
 @pytest.mark.parametrize("power_iters", [0, 2])
 def test_vat_mask_zeros_padding(power_iters):
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import frozen_bn_stats
 from genexp.regularizers.entropy import entropy_loss
-from genexp.regularizers.vat import vat_loss, vat_perturbation
+from genexp.regularizers.vat import finite_difference_step, vat_loss, vat_perturbation
 
 BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -26,11 +26,12 @@ BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32"
 class VAT(Method):
     uses_unlabeled = True
 
-    def __init__(self, eps: float = 1.0, xi: float = 1e-6, power_iters: int = 1, weight: float = 1.0,
+    def __init__(self, eps: float = 1.0, xi: float | str = "auto", power_iters: int = 1, weight: float = 1.0,
                  include_labeled: bool = False, entmin_weight: float = 0.0, label_smoothing: float = 0.0,
                  warm_start: bool = False, refresh_every: int = 1, buffer_dtype: str = "bfloat16") -> None:
         super().__init__(weight=weight, label_smoothing=label_smoothing)
-        self.check(eps=eps, xi=xi, power_iters=power_iters, entmin_weight=entmin_weight)
+        self.check(eps=eps, power_iters=power_iters, entmin_weight=entmin_weight)
+        finite_difference_step(xi, torch.ones(1, 1))  # rejects a bad method.xi before training starts
         if int(refresh_every) < 1:
             from genexp.errors import GenexpError
             raise GenexpError(f"method.refresh_every={refresh_every} must be >= 1: set method.refresh_every=1 (every step)")

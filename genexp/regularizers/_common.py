@@ -91,6 +91,28 @@ def autocast_off(x: Tensor) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def full_precision(x: Tensor) -> Iterator[None]:
+    """Autocast off and, on CUDA, no TF32: float32 arithmetic with its 23 mantissa bits.
+
+    A finite difference at ξ ≈ 3.5e-4·‖x‖ needs them: with cuDNN's default TF32 convolutions the
+    VAT direction of a WRN on an H100 had cosine 0.78–0.95 with the float64 one, 0.997+ without.
+    """
+    if x.device.type != "cuda":
+        with autocast_off(x):
+            yield
+        return
+    matmul = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        with autocast_off(x), torch.backends.cudnn.flags(
+                enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+
+
 def widen(t: Tensor) -> Tensor:
     """t in float32, or unchanged when already wider (float64 checks must stay float64)."""
     return t.to(compute_dtype(t))
