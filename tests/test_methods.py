@@ -230,6 +230,18 @@ def test_noise_consistency_formula():
     torch.testing.assert_close(out.loss, ce(model, batch) + 3.0 * reg)
 
 
+@pytest.mark.parametrize("weighting,factor", [("mse", 1.0), ("kl", 0.5)])
+def test_noise_consistency_tracks_its_implied_penalty(weighting, factor):
+    model, batch = mlp(), image_batch()
+    method = NoiseConsistency(sigma=1e-3, samples=2000, consistency=weighting, track_gp=True)
+    logs = method.loss(model, batch).logs
+    implied = factor * 1e-6 * _jacobian_penalty(model, batch.x_u, weighting)
+    torch.testing.assert_close(logs["implied"], implied)
+    # Small σ, many draws: the Monte-Carlo noise term is the penalty (MATH.md §2), within sampling error.
+    assert abs(logs["consistency"] / logs["implied"] - 1) < 0.1
+    assert "implied" not in NoiseConsistency(sigma=1e-3).loss(model, batch).logs
+
+
 def _jacobian_penalty(model: GenexpModel, x: Tensor, weighting: str) -> Tensor:
     total = 0.0
     for xi in x:

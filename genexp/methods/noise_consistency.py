@@ -6,12 +6,17 @@ without gradient, and l = Σ_i (F_i − f_i)² (`consistency=mse`, ≈ σ² Σ_i
 KL(f_ng(x) ‖ f(x+ε)) (`consistency=kl`, ≈ ½σ² Σ_i ‖∇_x f_i‖²/f_i). Unlike Laine & Aila's
 two-noisy-pass Π-model the target is the clean prediction, as in MATH.md §2. The unlabelled
 passes leave BatchNorm running statistics unchanged.
+
+`track_gp=true` also logs, every step, the penalty the noise term approximates (`implied`:
+σ²·Σ_i‖∇_x f_i‖² for mse, ½σ²·Σ_i‖∇_x f_i‖²/f_i for kl; exact Jacobians, no gradient), so
+metrics.jsonl shows whether train_consistency tracks train_implied (article 7466's claim).
 """
 from __future__ import annotations
 
 from genexp.methods._shared import check_choice, check_positive_int, clean_logits, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
+from genexp.regularizers.gradient_penalty import consistency_gradient_penalty
 from genexp.regularizers.noise import noise_consistency_loss
 
 
@@ -19,12 +24,13 @@ class NoiseConsistency(Method):
     uses_unlabeled = True
 
     def __init__(self, sigma: float = 0.3, samples: int = 1, consistency: str = "mse", weight: float = 10.0,
-                 include_labeled: bool = False, label_smoothing: float = 0.0) -> None:
+                 include_labeled: bool = False, label_smoothing: float = 0.0, track_gp: bool = False) -> None:
         super().__init__(weight=weight, label_smoothing=label_smoothing)
         self.check(sigma=sigma)
         check_positive_int(samples=samples)
         self.consistency = check_choice("consistency", consistency, ("mse", "kl"))
         self.sigma, self.samples, self.include_labeled = sigma, samples, include_labeled
+        self.track_gp = bool(track_gp)
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         sup, logits_l = self.supervised(model, batch)
@@ -32,5 +38,9 @@ class NoiseConsistency(Method):
         reg = noise_consistency_loss(v.forward, v.h, sigma=self.sigma, samples=self.samples,
                                      consistency=self.consistency, target_logits=clean_logits(model, v),
                                      generator=batch.generator, mask=v.pmask, model=model)
-        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "consistency": reg.detach()})
+        logs = {"sup": sup.detach(), "consistency": reg.detach()}
+        if self.track_gp:
+            factor = self.sigma ** 2 if self.consistency == "mse" else self.sigma ** 2 / 2
+            logs["implied"] = factor * consistency_gradient_penalty(
+                v.forward, v.h.detach(), weighting=self.consistency, create_graph=False, model=model)
+        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l, logs=logs)
