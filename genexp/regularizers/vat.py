@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genexp.errors import GenexpError
@@ -42,7 +43,7 @@ def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> flo
         if xi != "auto":
             raise GenexpError(f"method.xi={xi!r} is not a number: set method.xi=auto or e.g. method.xi=1e-3")
         norm = per_sample_norm(x if mask is None else x * mask)
-        return math.sqrt(resolution(x)) * torch.where(norm > 0, norm, torch.ones_like(norm))
+        return math.sqrt(resolution(x)) * torch.where(norm > 0, norm, 1.0)
     if xi < 0:
         raise GenexpError(f"method.xi={xi} must be >= 0: set method.xi=auto or a non-negative number")
     return float(xi)
@@ -65,8 +66,8 @@ def vat_perturbation(
 
     `power_iters=0` returns a random Gaussian direction scaled to eps. `mask` (broadcastable
     to x, 1 = real token) keeps padding unperturbed and out of the norm. `init` starts the
-    power iteration from a given direction instead of N(0, I) (warm start). `xi="auto"`
-    picks the finite-difference step from the precision and scale of x (`finite_difference_step`). Each power step
+    power iteration from a given direction instead of N(0, I) (warm start). `xi="auto"` picks
+    the finite-difference step from the precision and scale of x (`finite_difference_step`). Each power step
     differentiates w.r.t. the perturbation only, so no parameter gradient is built or touched,
     and BatchNorm running statistics of `model` (or of `forward` when it is a module) are
     left unchanged. Runs in float32 (or wider) with autocast and TF32 disabled (`full_precision`).
@@ -84,18 +85,29 @@ def vat_perturbation(
         if target_logits is None:
             with torch.no_grad():
                 target_logits = forward(x0)
-        target = target_logits.detach().to(dtype)
+        logp_target = F.log_softmax(target_logits.detach().to(dtype), dim=-1)
+        d = unit(d, mask)
         for _ in range(power_iters):
-            prev = unit(d, mask)
-            d = (step * prev).requires_grad_(True)
+            probe = (step * d).requires_grad_(True)
+            logq = F.log_softmax(forward(x0 + probe).to(dtype), dim=-1)
             # Summed, not averaged, KL: each sample's gradient is independent of batch size.
-            dist = kl_from_logits(target, forward(x0 + d), reduction="sum")
-            (grad,) = torch.autograd.grad(dist, [d])
-            # A sample whose logits did not move at x + ξd (ξ below float resolution, or a flat
-            # region) has a zero gradient: keep its previous direction rather than return r = 0.
-            dead = grad.flatten(1).abs().amax(dim=1) == 0
-            d = torch.where(dead.view(-1, *([1] * (grad.dim() - 1))), prev, grad)
-    return (eps * unit(d, mask)).to(x.dtype)
+            dist = F.kl_div(logq, logp_target, reduction="sum", log_target=True)
+            (grad,) = torch.autograd.grad(dist, [probe])
+            d = unit_or_previous(grad, d, mask)
+    return (eps * d).to(x.dtype)
+
+
+def unit_or_previous(grad: Tensor, prev: Tensor, mask: Tensor | None) -> Tensor:
+    """unit(grad) per sample; a sample whose logits did not move at x + ξd (a flat region, or
+    ξd below float resolution) has a zero gradient and keeps its previous direction instead of
+    returning r = 0. One pass of ~10 ops: on tiny models the op count is the cost."""
+    if mask is not None:
+        grad = grad * mask
+    flat = grad.flatten(1)
+    scale = flat.abs().amax(dim=1, keepdim=True)
+    flat = flat / scale.clamp_min(1e-30)  # max-scaling keeps the squared sum in range for tiny gradients
+    flat = flat / (flat.norm(dim=1, keepdim=True) + 1e-12)
+    return torch.where(scale > 0, flat, prev.flatten(1)).view_as(grad)
 
 
 def vat_loss(
