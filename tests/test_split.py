@@ -70,3 +70,18 @@ def test_first_strategy_takes_file_order():
 def test_bad_labels(labels, match):
     with pytest.raises(GenexpError, match=match):
         make_split(labels_array(), labels, num_classes=3, split_seed=0)
+
+
+def test_first_strategy_refuses_a_file_sorted_by_label():
+    y = np.repeat([0, 1], 500)  # e.g. the tweets corpus file, grouped by sentiment
+    with pytest.raises(GenexpError, match="labeled_strategy=balanced"):
+        make_split(y, 200, num_classes=2, split_seed=0, strategy="first")
+
+
+def test_tweets_first_200_hold_both_classes():
+    from genexp.data.tweets import load_tweets
+    d = load_tweets(test_fraction=0.1)
+    y = d.y_train.numpy()
+    s = make_split(y, 200, num_classes=2, split_seed=0, val_size=1000, strategy="first")
+    counts = np.bincount(y[s.labeled], minlength=2)
+    assert counts.min() >= 30, counts  # the corpus is ~70/30 negative/positive

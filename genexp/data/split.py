@@ -91,6 +91,11 @@ def make_split(
             labeled = rng.choice(pool_all, n, replace=False)
         elif strategy == "first":
             labeled = pool_all[:n]
+            missing = sorted(set(range(num_classes)) - set(y[labeled].tolist()))
+            if missing:
+                raise GenexpError(f"labeled_strategy=first: the first {n} training rows have no example of class "
+                                  f"{missing[0]} (is the file sorted by label?): shuffle the file or set "
+                                  f"labeled_strategy=balanced")
         else:
             raise GenexpError(f"labeled_strategy={strategy!r} is unknown: use balanced, random or first")
         labeled = np.sort(labeled)

@@ -38,6 +38,10 @@ def load_tweets(classes: int = 2, test_fraction: float = 0.2, test_seed: int = 0
                 labels.append(names.index(row["sentiment"]))
     y = np.asarray(labels)
     train, test = stratified_holdout(y, test_fraction, test_seed)
+    # The corpus file is grouped by sentiment (its first 14k rows are negative), so "the first N
+    # training rows" (labeled_strategy=first, article 7466's protocol) would be one class. A
+    # fixed shuffle (test_seed) gives the training set an order in which the first N are a sample.
+    train = np.random.default_rng(test_seed).permutation(train)
     return Dataset(name="tweets" if classes == 2 else "tweets3", x_train=[texts[i] for i in train],
                    y_train=as_long(y[train]), x_test=[texts[i] for i in test], y_test=as_long(y[test]),
                    num_classes=classes, class_names=names, val_size=val_size)
