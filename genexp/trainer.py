@@ -295,7 +295,11 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     best, last = st["best"], st["last"]
     return {**base, "status": "completed", "val_acc": best["val_acc"], "test_acc": best["test_acc"],
             "best_step": best["step"], "val_acc_final": last["val_acc"], "test_acc_final": last["test_acc"],
-            "train_acc_final": last["train_acc"], "n_labeled": len(split.labeled),
+            "train_acc_final": last["train_acc"],
+            # The method's training terms over the last interval (train_sup, train_vat, ...): `genexp table
+            # --metric train_consistency_final` compares them across runs.
+            **{f"{k}_final": v for k, v in last.items() if k.startswith("train_") and k != "train_acc"},
+            "n_labeled": len(split.labeled),
             "n_unlabeled": len(split.unlabeled), "n_val": len(split.val), "n_test": len(y_test),
             "n_params": n_params, "wall_time_s": time.time() - started + st.get("wall_before", 0.0),
             "train_time_s": st["train_time"], "step_time_ms": 1000 * st["train_time"] / cfg.steps,
