@@ -74,7 +74,8 @@ def hydra_train(cfg: DictConfig) -> float | None:
         if isinstance(decision, GenexpError):
             raise decision
         run_dir, ckpt, cfg = decision
-        return train(cfg, run_dir, resume_from=ckpt, d=d)["test_acc"]
+        # The sweep objective (hydra/sweeper=optuna maximises it) is validation accuracy: never test.
+        return train(cfg, run_dir, resume_from=ckpt, d=d)["val_acc"]
     except Exception as e:
         if show_tracebacks():
             raise

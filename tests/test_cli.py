@@ -96,3 +96,15 @@ def test_slurm_launcher_config_is_shipped(tmp_path):
     p = genexp("train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "SlurmLauncher" in p.stdout and "partition: gpu" in p.stdout and "gpus_per_node: 1" in p.stdout
+
+
+def test_optuna_search_maximises_validation_accuracy(tmp_path):
+    import yaml
+    p = genexp("train", "-m", "experiment=vat_search", "hydra.sweeper.n_trials=3", *FAST,
+               f"hydra.sweep.dir={tmp_path}/search", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    results = results_under(tmp_path / "search")
+    assert len(results) == 3 and all(r["status"] == "completed" for r in results)
+    best = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(r["val_acc"] for r in results)
+    assert set(best["best_params"]) == {"method.eps", "method.weight", "method.xi"}

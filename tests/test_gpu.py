@@ -8,7 +8,7 @@ import torch
 
 from genexp.models.wrn import WideResNet
 from genexp.regularizers import vat_perturbation
-from tests.helpers import FAST, genexp, results_under
+from helpers import FAST, genexp, results_under
 
 pytestmark = pytest.mark.gpu
 
