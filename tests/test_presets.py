@@ -25,8 +25,8 @@ def compose_train(overrides, hydra=False):
 def test_preset_builds_every_swept_method(preset):
     cfg = compose_train([f"experiment={preset}"], hydra=True)
     params = cfg.hydra.sweeper.params
-    assert "method" in params, "a preset is a sweep over methods"
-    for method in str(params.method).split(","):
+    methods = str(params.method).split(",") if "method" in params else [cfg.method.name]
+    for method in methods:
         run = compose_train([f"experiment={preset}", f"method={method}"])
         assert run.experiment_name == preset
         m = build_method(run)
@@ -38,3 +38,5 @@ def test_cifar10_labels_uses_oliver_hyperparameters():
     assert (run.optim.lr, run.method.weight, run.steps, run.batch_size) == (3e-3, 0.3, 500000, 100)
     mt = compose_train(["experiment=cifar10_labels", "method=mean_teacher"])
     assert (mt.optim.lr, mt.method.weight) == (4e-4, 8.0)
+    assert run.method.eps == 6.0 and compose_train(["experiment=cifar10_labels", "method=vat_entmin"]).method.eps == 6.0
+    assert compose_train(["method=vat"]).method.eps == 1.0  # vat_eps is the preset's, not a global default
