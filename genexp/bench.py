@@ -121,7 +121,7 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
     from genexp.build import build_dataset, build_method, build_model
     from genexp.data.split import make_split
     from genexp.step import BatchSource
-    from genexp.trainer import autocast_for, place_model, resolve_device, seed_everything
+    from genexp.trainer import autocast_for, place_model, resolve_device, seed_everything, set_cpu_threads
 
     cfg = compose(overrides)
     device = resolve_device(cfg.device)
@@ -131,6 +131,7 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
     split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes, split_seed=cfg.split_seed,
                        val_size=data.val_size)
     model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
+    set_cpu_threads(cfg, device, sum(p.numel() for p in model.parameters()))  # as `genexp train` would
     if cfg.get("compile", False):
         model.head = torch.compile(model.head)
     amp = autocast_for(device, cfg.amp)
@@ -185,7 +186,7 @@ def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = (f"{report['model']} on {report['dataset']} | {report['device']} ({report['threads']} threads) | "
+    title = (f"{report['model']} on {report['dataset']} | {report['device']} ({report['threads']} thread{'' if report['threads'] == 1 else 's'}) | "
              f"l={report['batch_size']} u={report['unlabeled_batch_size']} | amp={report['amp']} | "
              f"median of {report['iters']} after {report['warmup']} warm-up")
     t = Table(title=title)

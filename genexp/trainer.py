@@ -102,6 +102,17 @@ def validate_config(cfg: DictConfig) -> None:
         raise GenexpError(f"ema_decay={cfg.ema_decay} must be in [0, 1): set ema_decay=0 (off) or e.g. 0.999")
 
 
+def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int) -> None:
+    """`cpu_threads`: an int, or auto = one intra-op thread for models under 5M parameters on CPU."""
+    threads = cfg.get("cpu_threads")
+    if threads not in (None, "auto"):
+        torch.set_num_threads(int(threads))
+    elif threads == "auto" and device.type == "cpu" and n_params < 5e6:
+        # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
+        # and when another process holds a core their spin-waits made steps 10-100x slower.
+        torch.set_num_threads(1)
+
+
 def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d: Dist | None = None) -> dict[str, Any]:
     """Train one run into `run_dir` (only rank 0 writes) and return its result record.
 
@@ -111,9 +122,6 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d:
     d = d or Dist()
     validate_config(cfg)
     device = resolve_device(cfg.device, d)
-    threads = cfg.get("cpu_threads")
-    if threads not in (None, "auto"):
-        torch.set_num_threads(int(threads))
     seed_everything(cfg.seed)
     base = {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
             "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed, "steps": cfg.steps,
@@ -164,10 +172,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
 
     model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
     n_params = sum(p.numel() for p in model.parameters())
-    if cfg.get("cpu_threads") == "auto" and device.type == "cpu" and n_params < 5e6:
-        # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
-        # and when another process holds a core their spin-waits made steps 10-100x slower.
-        torch.set_num_threads(1)
+    set_cpu_threads(cfg, device, n_params)
     if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     method = build_method(cfg)
