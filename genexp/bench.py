@@ -186,7 +186,8 @@ def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = (f"{report['model']} on {report['dataset']} | {report['device']} ({report['threads']} thread{'' if report['threads'] == 1 else 's'}) | "
+    threads = f"{report['threads']} thread{'' if report['threads'] == 1 else 's'}"
+    title = (f"{report['model']} on {report['dataset']} | {report['device']} ({threads}) | "
              f"l={report['batch_size']} u={report['unlabeled_batch_size']} | amp={report['amp']} | "
              f"median of {report['iters']} after {report['warmup']} warm-up")
     t = Table(title=title)

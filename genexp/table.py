@@ -360,7 +360,7 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
     const_vals = [f"{k}={readable[0].get(k)}" for k in constant] if readable else []
     caption = "; ".join(filter(None, [
         f"rows: {' / '.join(shown)}, columns: {' / '.join(cols)}",
-        f"mean ± sample std over seeds (n = completed runs; failed/incomplete runs counted, not averaged)",
+        "mean ± sample std over seeds (n = completed runs; failed/incomplete runs counted, not averaged)",
         f"bold = best per column ({metric.best_word})",
     ]))
     title = f"{metric.name}{metric.unit}" + (f" — {', '.join(const_vals)}" if const_vals else "")

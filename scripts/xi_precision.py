@@ -67,7 +67,8 @@ def main() -> None:
         for tf32 in ([False, True] if device.type == "cuda" else [False]):
             for xi in (1e-6, "auto"):
                 with tf32_kept(tf32):
-                    r = vat_perturbation(model, x.to(device), xi=xi, eps=1.0, power_iters=2, init=init.float().to(device))
+                    r = vat_perturbation(model, x.to(device), xi=xi, eps=1.0, power_iters=2,
+                                         init=init.float().to(device))
                 cos = F.cosine_similarity(r.cpu().double().flatten(1), ref.flatten(1)).abs()
                 label = f"{name}{' (TF32 kept)' if tf32 else ''}"
                 print(f"{label:45s} xi={xi!s:6s}  mean {cos.mean():.4f}  min {cos.min():.4f}")
