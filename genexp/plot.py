@@ -136,7 +136,9 @@ def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path) -> 
     return written
 
 
-def plot_curves(results: list[dict[str, Any]], out: Path) -> tuple[list[Path], list[str]]:
+def plot_curves(results: list[dict[str, Any]], out: Path,
+                keys: tuple[str, ...] = CURVE_METRICS) -> tuple[list[Path], list[str]]:
+    """One figure per (dataset, model, labels), one panel per metrics.jsonl key; accuracies in %."""
     import matplotlib.pyplot as plt
 
     groups: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -148,7 +150,9 @@ def plot_curves(results: list[dict[str, Any]], out: Path) -> tuple[list[Path], l
     written, notes = [], []
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _num(kv[0][2])))
     for (dataset, model, labels), by_method in ordered:
-        fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(11, 4.2), sharey=True)
+        accuracy = all(k.endswith("_acc") for k in keys)
+        fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), sharey=True, squeeze=False)
+        axes = axes[0]
         drew = False
         for i, method in enumerate(_method_order(set(by_method))):
             runs = by_method[method]
@@ -160,14 +164,14 @@ def plot_curves(results: list[dict[str, Any]], out: Path) -> tuple[list[Path], l
                     notes.append(f"{dataset}/{model}/labels={labels}/{method}: no metrics.jsonl in its completed runs")
                 continue
             color = f"C{i % 10}"
-            for ax, key in zip(axes, CURVE_METRICS):
+            for ax, key in zip(axes, keys):
                 per_step: dict[float, list[float]] = defaultdict(list)
                 for c in curves:
                     last = {rec["step"]: rec for rec in c}  # a resumed run may repeat steps: keep the latest
                     for step, rec in last.items():
                         v = rec.get(key)
                         if isinstance(v, (int, float)) and math.isfinite(v):
-                            per_step[step].append(100.0 * v)
+                            per_step[step].append(100.0 * v if key.endswith("_acc") else v)
                 if not per_step:
                     continue
                 steps = sorted(per_step)
@@ -183,14 +187,15 @@ def plot_curves(results: list[dict[str, Any]], out: Path) -> tuple[list[Path], l
         if not drew:
             plt.close(fig)
             continue
-        for ax, key in zip(axes, CURVE_METRICS):
-            ax.set_title(f"{key} (%)")
+        for ax, key in zip(axes, keys):
+            ax.set_title(f"{key} (%)" if key.endswith("_acc") else key)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
-        axes[0].set_ylabel("accuracy (%), mean ± std over seeds")
+        axes[0].set_ylabel("accuracy (%), mean ± std over seeds" if accuracy else "mean ± std over seeds")
         axes[0].legend(fontsize=8)
         fig.suptitle(f"{dataset} · {model} · {labels} labels: training curves")
-        path = out / f"curves_{_safe(dataset)}_{_safe(model)}_l{_safe(labels)}.png"
+        suffix = "" if keys == CURVE_METRICS else "_" + "_".join(_safe(k) for k in keys)
+        path = out / f"curves_{_safe(dataset)}_{_safe(model)}_l{_safe(labels)}{suffix}.png"
         _save(fig, path)
         plt.close(fig)
         written.append(path)
@@ -204,8 +209,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=None, help="directory for the PNGs (default: plots/ in the first DIR)")
     p.add_argument("--metric", default="test_acc",
                    help="y axis of the labels plot: test_acc (default), test_err, val_acc, val_err, ...")
+    p.add_argument("--curves", default=",".join(CURVE_METRICS),
+                   help="metrics.jsonl keys for the training-curve panels, comma-separated (default val_acc,test_acc; "
+                        "e.g. train_consistency,train_implied)")
     args = p.parse_args(argv)
+    keys = tuple(k.strip() for k in args.curves.split(",") if k.strip())
     try:
+        if not keys:
+            raise GenexpError("--curves is empty: give metrics.jsonl keys, e.g. --curves val_acc,test_acc")
         metric = parse_metric(args.metric)
         results = load_results(args.dirs)
         if not results:
@@ -221,7 +232,7 @@ def main(argv: list[str]) -> int:
     matplotlib.use("Agg")
     out = args.out if args.out is not None else args.dirs[0] / "plots"
     written = plot_vs_labels(results, metric, out)
-    curves, notes = plot_curves(results, out)
+    curves, notes = plot_curves(results, out, keys)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     for path in written + curves:

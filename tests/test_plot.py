@@ -72,3 +72,12 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     _, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_curves_of_chosen_metrics_keys(tmp_path, capsys):
+    fabricate(tmp_path / "runs")
+    out = tmp_path / "png"
+    assert plot.main([str(tmp_path / "runs"), "--out", str(out), "--curves", "test_acc"]) == 0
+    assert "curves_digits_mlp_l20_test_acc.png" in pngs(out)
+    assert plot.main([str(tmp_path / "runs"), "--curves", " , "]) == 2
+    assert "--curves is empty" in capsys.readouterr().err
