@@ -151,7 +151,8 @@ def plot_curves(results: list[dict[str, Any]], out: Path,
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _num(kv[0][2])))
     for (dataset, model, labels), by_method in ordered:
         accuracy = all(k.endswith("_acc") for k in keys)
-        fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), sharey=accuracy,
+                                 squeeze=False)
         axes = axes[0]
         drew = False
         for i, method in enumerate(_method_order(set(by_method))):

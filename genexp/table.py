@@ -74,7 +74,10 @@ def parse_metric(name: str, best: str = "auto") -> Metric:
     key = name.replace("_err", "_acc", 1) if err else name
     percent = err or key in PERCENT_METRICS or key.endswith("_acc") or "_acc_" in key
     if best == "auto":
-        higher = not (err or any(w in name for w in ("loss", "time", "_ms", "_s")))
+        # Loss terms recorded from training (train_sup_final, train_vat_final, ...) are better lower.
+        lower = err or any(w in name for w in ("loss", "time")) or name.endswith(("_ms", "_s")) \
+            or (name.startswith("train_") and not percent)
+        higher = not lower
     else:
         higher = best == "max"
     return Metric(name, key, percent, err, higher)

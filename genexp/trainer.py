@@ -102,12 +102,13 @@ def validate_config(cfg: DictConfig) -> None:
         raise GenexpError(f"ema_decay={cfg.ema_decay} must be in [0, 1): set ema_decay=0 (off) or e.g. 0.999")
 
 
-def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int) -> None:
-    """`cpu_threads`: an int, or auto = one intra-op thread for models under 5M parameters on CPU."""
+def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int | None = None) -> None:
+    """`cpu_threads`: an int (applied at once), or auto = one intra-op thread for models under 5M
+    parameters on CPU (applied once `n_params` is known)."""
     threads = cfg.get("cpu_threads")
     if threads not in (None, "auto"):
         torch.set_num_threads(int(threads))
-    elif threads == "auto" and device.type == "cpu" and n_params < 5e6:
+    elif threads == "auto" and device.type == "cpu" and n_params is not None and n_params < 5e6:
         # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
         # and when another process holds a core their spin-waits made steps 10-100x slower.
         torch.set_num_threads(1)
@@ -122,6 +123,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d:
     d = d or Dist()
     validate_config(cfg)
     device = resolve_device(cfg.device, d)
+    set_cpu_threads(cfg, device)  # before the dataset: preprocessing (ZCA) runs under the limit too
     seed_everything(cfg.seed)
     base = {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
             "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed, "steps": cfg.steps,

@@ -21,10 +21,18 @@ def test_vat_direction_on_gpu_under_bf16_autocast_matches_cpu_float64():
     init = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     ref = vat_perturbation(model.double(), x.double(), xi="auto", eps=1.0, power_iters=2, init=init.double())
     model = model.float().cuda().to(memory_format=torch.channels_last)
+    matmul = torch.get_float32_matmul_precision()
+    inside = []
+
+    def forward(z):
+        inside.append((torch.is_autocast_enabled("cuda"), torch.backends.cudnn.allow_tf32))
+        return model(z)
+
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        r = vat_perturbation(model, x.cuda().contiguous(memory_format=torch.channels_last), xi="auto", eps=1.0,
-                             power_iters=2, init=init.cuda())
-    assert r.dtype == torch.float32  # the power iteration ran outside autocast, in float32
+        r = vat_perturbation(forward, x.cuda().contiguous(memory_format=torch.channels_last), xi="auto", eps=1.0,
+                             power_iters=2, init=init.cuda(), model=model)
+    assert inside and all(state == (False, False) for state in inside)  # no autocast, no TF32 inside
+    assert torch.get_float32_matmul_precision() == matmul
     cos = torch.nn.functional.cosine_similarity(r.cpu().double().flatten(1), ref.flatten(1))
     # cuDNN's default TF32 convolutions gave 0.78-0.95 here; the power iteration turns TF32 off.
     assert cos.min() > 0.99, cos

@@ -478,3 +478,8 @@ def test_adding_a_method_needs_no_edit_to_the_trainer(tmp_path):
     assert result["method"] == "tiny" and result["status"] == "completed"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "train_logit_sq" in metrics[-1]
+
+
+def test_track_gp_refuses_batchnorm_before_training():
+    with pytest.raises(GenexpError, match="track_gp"):
+        setup(NoiseConsistency(track_gp=True), mlp(batchnorm=True))

@@ -96,6 +96,7 @@ BAD_INPUT = [
     (["labels=2.5"], "labels"),
     (["method.eps=-1"], "method.eps"),
     (["method.xi=tiny"], "method.xi"),
+    (["method.xi=null"], "method.xi"),
     (["method=vat", "method.xi=-1"], "method.xi"),
     (["method=noise", "method.sigma=-1"], "method.sigma"),
     (["dataset=npz", "dataset.path=/no/such/file.npz"], "dataset.path"),

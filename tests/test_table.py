@@ -195,3 +195,10 @@ def test_cli_bad_dir_through_genexp(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and p.stderr.startswith("error: ")
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("name,higher", [("test_acc", True), ("train_acc_final", True), ("test_err", False),
+                                         ("train_vat_final", False), ("train_sup_final", False),
+                                         ("step_time_ms", False), ("wall_time_s", False)])
+def test_which_direction_is_best(name, higher):
+    assert table.parse_metric(name).higher_is_better is higher

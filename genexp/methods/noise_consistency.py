@@ -13,6 +13,10 @@ metrics.jsonl shows whether train_consistency tracks train_implied (article 7466
 """
 from __future__ import annotations
 
+import torch
+from torch import nn
+
+from genexp.errors import GenexpError
 from genexp.methods._shared import check_choice, check_positive_int, clean_logits, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
@@ -32,6 +36,11 @@ class NoiseConsistency(Method):
         self.sigma, self.samples, self.include_labeled = sigma, samples, include_labeled
         self.track_gp = bool(track_gp)
 
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+        if self.track_gp and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise GenexpError("method.track_gp=true computes exact per-sample Jacobians and cannot run a model with "
+                              "BatchNorm: use a model without BatchNorm or set method.track_gp=false")
+
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         sup, logits_l = self.supervised(model, batch)
         v = unlabelled_view(model, batch, self.include_labeled)
@@ -40,6 +49,9 @@ class NoiseConsistency(Method):
                                      generator=batch.generator, mask=v.pmask, model=model)
         logs = {"sup": sup.detach(), "consistency": reg.detach()}
         if self.track_gp:
+            if v.pmask is not None:
+                raise GenexpError("method.track_gp=true cannot pass the padding mask of text inputs to its per-sample "
+                                  "Jacobians: set method.track_gp=false for text models")
             factor = self.sigma ** 2 if self.consistency == "mse" else self.sigma ** 2 / 2
             logs["implied"] = factor * consistency_gradient_penalty(
                 v.forward, v.h.detach(), weighting=self.consistency, create_graph=False, model=model)

@@ -44,6 +44,8 @@ def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> flo
             raise GenexpError(f"method.xi={xi!r} is not a number: set method.xi=auto or e.g. method.xi=1e-3")
         norm = per_sample_norm(x if mask is None else x * mask)
         return math.sqrt(resolution(x)) * torch.where(norm > 0, norm, 1.0)
+    if isinstance(xi, bool) or not isinstance(xi, (int, float)):
+        raise GenexpError(f"method.xi={xi!r} is not a number: set method.xi=auto or e.g. method.xi=1e-3")
     if xi < 0:
         raise GenexpError(f"method.xi={xi} must be >= 0: set method.xi=auto or a non-negative number")
     return float(xi)
