@@ -18,7 +18,7 @@ from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import frozen_bn_stats
 from genexp.regularizers.entropy import entropy_loss
-from genexp.regularizers.vat import finite_difference_step, vat_loss, vat_perturbation
+from genexp.regularizers.vat import check_xi, vat_loss, vat_perturbation
 
 BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -31,7 +31,7 @@ class VAT(Method):
                  warm_start: bool = False, refresh_every: int = 1, buffer_dtype: str = "bfloat16") -> None:
         super().__init__(weight=weight, label_smoothing=label_smoothing)
         self.check(eps=eps, power_iters=power_iters, entmin_weight=entmin_weight)
-        finite_difference_step(xi, torch.ones(1, 1))  # rejects a bad method.xi before training starts
+        check_xi(xi)  # a bad method.xi fails before training starts
         if int(refresh_every) < 1:
             from genexp.errors import GenexpError
             raise GenexpError(f"method.refresh_every={refresh_every} must be >= 1: set method.refresh_every=1 (every step)")

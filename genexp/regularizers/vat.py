@@ -39,16 +39,21 @@ def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> flo
     textbook step that balances truncation and rounding error (≈ 3.5e-4·‖x‖ in float32, 0.03·‖x‖
     where CUDA runs float32 on TF32 tensor cores).
     """
-    if isinstance(xi, str):
-        if xi != "auto":
-            raise GenexpError(f"method.xi={xi!r} is not a number: set method.xi=auto or e.g. method.xi=1e-3")
+    if check_xi(xi) == "auto":
         norm = per_sample_norm(x if mask is None else x * mask)
         return math.sqrt(resolution(x)) * torch.where(norm > 0, norm, 1.0)
+    return float(xi)
+
+
+def check_xi(xi: Xi) -> Xi:
+    """`xi` itself if it is "auto" or a non-negative number; else a one-line GenexpError."""
+    if xi == "auto":
+        return xi
     if isinstance(xi, bool) or not isinstance(xi, (int, float)):
         raise GenexpError(f"method.xi={xi!r} is not a number: set method.xi=auto or e.g. method.xi=1e-3")
     if xi < 0:
         raise GenexpError(f"method.xi={xi} must be >= 0: set method.xi=auto or a non-negative number")
-    return float(xi)
+    return xi
 
 
 def vat_perturbation(
