@@ -81,10 +81,13 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.opti
     groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     factory = _instantiate(o.optimizer, "optim.optimizer", _partial_=True)
     extra: dict[str, Any] = {}
-    on_cuda = all(p.is_cuda for p in model.parameters())
-    if on_cuda and getattr(factory, "func", None) in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) \
+    devices = {p.device.type for p in model.parameters()}
+    if len(devices) == 1 and devices <= {"cuda", "cpu"} \
+            and getattr(factory, "func", None) in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD) \
             and "fused" not in getattr(factory, "keywords", {}) and "foreach" not in getattr(factory, "keywords", {}):
-        extra["fused"] = True  # one kernel for the whole update instead of one per tensor
+        # One kernel for the whole update instead of ~10 per tensor: on the CPU too, where it cut
+        # Adam's step on the digits MLP from 339 to 125 µs (1 thread).
+        extra["fused"] = True
     opt = factory(groups, **extra)
     steps, warmup, schedule = int(cfg.steps), int(o.get("warmup_steps", 0)), o.get("schedule", "cosine")
 

@@ -385,6 +385,40 @@ def test_only_the_supervised_pass_moves_batchnorm(method):
         torch.testing.assert_close(a, b, msg=k)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "text"])
+def test_vat_loss_and_gradients_match_the_formula(kind):
+    """CE(x_l) + α·KL(p(x_u) ‖ p(x_u + r_adv)), r_adv from the same draw; BN-free models share one
+    forward for the labelled and adversarial batch (`fusable`), which must not change any gradient."""
+    from genexp.methods.vat import fusable
+    from genexp.regularizers.vat import vat_perturbation
+
+    model, batch = (TinyText(), text_batch()) if kind == "text" else (mlp(batchnorm=kind == "mlp_bn"), image_batch())
+    method = setup(VAT(eps=0.8, xi=1e-3, weight=1.7), model)
+    reference = copy.deepcopy(model)
+    out = method.loss(model, batch)
+    out.loss.backward()
+    assert fusable(model, batch) == (kind != "mlp_bn")
+
+    h = reference.embed(batch.x_u)
+
+    def head(z: Tensor) -> Tensor:
+        return reference.head(z, batch.mask_u)
+
+    with torch.no_grad():
+        target = head(h)
+    r = vat_perturbation(head, h, xi=1e-3, eps=0.8, generator=gen(batch_seed(kind) + 100), target_logits=target,
+                         mask=reference.perturb_mask(batch.mask_u), model=reference)
+    expected = ce(reference, batch) + 1.7 * kl_from_logits(target, head(h + r))
+    expected.backward()
+    torch.testing.assert_close(out.loss, expected)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def batch_seed(kind: str) -> int:
+    return 2 if kind == "text" else 1
+
+
 # ---------------------------------------------------------------- text models -----------------
 
 TEXT_METHODS = [Noise(), Noise(kind="bernoulli", samples=2), Noise(location="weights"), NoiseConsistency(samples=2),

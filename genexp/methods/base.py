@@ -58,7 +58,10 @@ class Method:
 
     def supervised(self, model: GenexpModel, batch: Batch) -> tuple[Tensor, Tensor]:
         logits = model(batch.x_l, batch.mask_l)
-        return F.cross_entropy(logits, batch.y_l, label_smoothing=self.label_smoothing), logits
+        return self.cross_entropy(logits, batch.y_l), logits
+
+    def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         sup, logits = self.supervised(model, batch)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats
+from genexp.regularizers._common import couples_batch, frozen_bn_stats, kl_from_logits
 from genexp.regularizers.entropy import entropy_loss
 from genexp.regularizers.vat import check_xi, vat_loss, vat_perturbation
 
@@ -57,7 +57,6 @@ class VAT(Method):
         return torch.where(self.seen[idx].view(-1, *([1] * (like.dim() - 1))), init, fresh)
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        sup, logits_l = self.supervised(model, batch)
         x_u, mask_u, idx = batch.x_u, batch.mask_u, batch.idx_u
         if self.include_labeled:
             x_u = torch.cat([batch.x_l, x_u])
@@ -74,7 +73,6 @@ class VAT(Method):
             logits_u = forward(h)
         target = logits_u.detach()
         pmask = model.perturb_mask(mask_u)
-        r_adv = None
         if self.warm_start and idx is not None:
             iters = self.power_iters if batch.step % self.refresh_every == 0 else 0
             r_adv = vat_perturbation(forward, h, xi=self.xi, eps=self.eps, power_iters=iters,
@@ -82,8 +80,20 @@ class VAT(Method):
                                      init=self._stored(idx, h.detach(), batch.generator), model=model)
             self.directions[idx] = (r_adv.detach() / self.eps).to(self.buffer_dtype)
             self.seen[idx] = True
-        reg = vat_loss(forward, h, xi=self.xi, eps=self.eps, power_iters=self.power_iters, target_logits=target,
-                       generator=batch.generator, mask=pmask, model=model, r_adv=r_adv)
+        else:
+            r_adv = vat_perturbation(forward, h, xi=self.xi, eps=self.eps, power_iters=self.power_iters,
+                                     generator=batch.generator, target_logits=target, mask=pmask, model=model)
+        if fusable(model, batch):
+            # Labelled and adversarial inputs share one forward/backward: same outputs and gradients
+            # as two passes (no BatchNorm couples the rows), half the kernel calls on small models.
+            h_l = model.embed(batch.x_l)
+            masks = None if mask_u is None else torch.cat([batch.mask_l, mask_u])
+            logits = model.head(torch.cat([h_l, h + r_adv.detach()]), masks)
+            logits_l, logits_adv = logits.split([len(h_l), len(h)])
+            sup, reg = self.cross_entropy(logits_l, batch.y_l), kl_from_logits(target, logits_adv)
+        else:
+            sup, logits_l = self.supervised(model, batch)
+            reg = vat_loss(forward, h, xi=self.xi, eps=self.eps, target_logits=target, model=model, r_adv=r_adv)
         total = sup + self.weight * reg
         logs = {"sup": sup.detach(), "vat": reg.detach()}
         if self.entmin_weight > 0:
@@ -98,3 +108,9 @@ class VAT(Method):
     def load_state_dict(self, state: dict) -> None:
         if state:
             self.directions, self.seen = state["directions"], state["seen"]
+
+
+def fusable(model: GenexpModel, batch: Batch) -> bool:
+    """Whether the labelled batch can join the adversarial one in a single forward pass."""
+    return not couples_batch(model) and (batch.mask_l is None) == (batch.mask_u is None) \
+        and batch.x_l.shape[1:] == batch.x_u.shape[1:]

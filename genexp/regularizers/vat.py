@@ -93,7 +93,8 @@ def vat_perturbation(
             with torch.no_grad():
                 target_logits = forward(x0)
         logp_target = F.log_softmax(target_logits.detach().to(dtype), dim=-1)
-        d = unit(d, mask)
+        # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
+        d = gaussian_unit(d, mask) if init is None else unit(d, mask)
         for _ in range(power_iters):
             probe = (step * d).requires_grad_(True)
             logq = F.log_softmax(forward(x0 + probe).to(dtype), dim=-1)
@@ -102,6 +103,13 @@ def vat_perturbation(
             (grad,) = torch.autograd.grad(dist, [probe])
             d = unit_or_previous(grad, d, mask)
     return (eps * d).to(x.dtype)
+
+
+def gaussian_unit(d: Tensor, mask: Tensor | None) -> Tensor:
+    """d / ‖d‖ per sample for d ~ N(0, I) (after masking); an all-masked row stays 0."""
+    if mask is not None:
+        d = d * mask
+    return d / (per_sample_norm(d) + 1e-12)
 
 
 def unit_or_previous(grad: Tensor, prev: Tensor, mask: Tensor | None) -> Tensor:
