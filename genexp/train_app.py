@@ -25,6 +25,19 @@ FAILED_JOBS: list[str] = []
 TRACEBACK_ENV = "GENEXP_TRACEBACK"
 
 
+class JobFailed(Exception):
+    """Raised by a failed job of a sweep, after it has reported and recorded its failure.
+
+    Hydra's sweepers re-raise a job's exception once its batch has run (the other jobs still
+    run), also when the job ran in another process (joblib, submitit) where FAILED_JOBS is not
+    ours: so a sweep with a failed run exits 1 whatever the launcher.
+    """
+
+    def __init__(self, run_dir: str, reason: str) -> None:
+        super().__init__(run_dir, reason)
+        self.run_dir, self.reason = run_dir, reason
+
+
 def show_tracebacks() -> bool:
     return os.environ.get(TRACEBACK_ENV) == "1"
 
@@ -62,6 +75,7 @@ def hydra_train(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = hydra_dir
     d = distributed.Dist()
+    started = False  # before this, run_dir may be an earlier run's dir: never write into it
     try:
         d = distributed.init(resolve_device(cfg.device).type)
         decision: object = None
@@ -74,25 +88,27 @@ def hydra_train(cfg: DictConfig) -> float | None:
         if isinstance(decision, GenexpError):
             raise decision
         run_dir, ckpt, cfg = decision
+        started = True
         # The sweep objective (hydra/sweeper=optuna maximises it) is validation accuracy: never test.
         return train(cfg, run_dir, resume_from=ckpt, d=d)["val_acc"]
     except Exception as e:
         if show_tracebacks():
             raise
-        if run_dir.is_dir() and d.is_main:
+        if started and run_dir.is_dir() and d.is_main:
             (run_dir / "error.log").write_text(traceback.format_exc())
         if isinstance(e, GenexpError):
-            print(f"error: {e}", file=sys.stderr)
+            reason = str(e)
             code = e.exit_code
         else:
             first = (str(e).splitlines() or [""])[0]
-            print(f"error: run failed: {type(e).__name__}: {first} (result.json marked failed; traceback in "
-                  f"{run_dir / 'error.log'})", file=sys.stderr)
+            reason = (f"run failed: {type(e).__name__}: {first} (result.json marked failed; traceback in "
+                      f"{run_dir / 'error.log'})")
             code = 1
+        print(f"error: {reason}", file=sys.stderr)
         if not multirun:
             sys.exit(code)
         FAILED_JOBS.append(str(run_dir))
-        return None
+        raise JobFailed(str(run_dir), reason) from None
     finally:
         distributed.shutdown()
 
@@ -123,6 +139,11 @@ def main(args: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_train()
+    except JobFailed as e:
+        count = f"{len(FAILED_JOBS)} run(s)" if FAILED_JOBS else f"a run ({e.run_dir}) and maybe others"
+        print(f"{count} of the sweep failed (the rest of its batch ran): each printed its reason above and "
+              f"has result.json with status 'failed' unless it was refused before starting", file=sys.stderr)
+        return 1
     except Exception as e:
         if show_tracebacks():
             raise
@@ -131,8 +152,7 @@ def main(args: list[str]) -> int:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    if FAILED_JOBS:
-        print(f"{len(FAILED_JOBS)} run(s) failed; each has result.json with status 'failed' and a reason",
-              file=sys.stderr)
+    if FAILED_JOBS:  # a sweeper that tolerated failures (optuna's max_failure_rate) still ends in exit 1
+        print(f"{len(FAILED_JOBS)} run(s) of the sweep failed", file=sys.stderr)
         return 1
     return 0

@@ -72,19 +72,35 @@ def test_resume_path_and_missing_checkpoint(tmp_path):
     assert json.loads((run / "result.json").read_text())["status"] == "completed"
 
 
-def test_failed_run_in_sweep_does_not_stop_others(tmp_path):
-    # SGD at lr=1e12 diverges to a non-finite loss; the other run must still complete.
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_failed_run_in_sweep_does_not_stop_others(tmp_path, launcher):
+    # SGD at lr=1e12 diverges to a non-finite loss; the other run must still complete. Under
+    # joblib the failing job runs in a worker process, and the sweep must still exit 1.
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "cpu_threads=1"] if launcher == "joblib" else []
     p = genexp("train", "-m", "method=none", "optim=sgd", "optim.lr=1e-3,1e12", "optim.schedule=constant", "steps=30",
-               "eval_every=10", "progress=false", "model.widths=[64]", cwd=tmp_path)
+               "eval_every=10", "progress=false", "model.widths=[64]", *extra, cwd=tmp_path)
     results = results_under(tmp_path / "outputs")
     statuses = sorted(r["status"] for r in results)
     assert statuses == ["completed", "failed"], p.stderr
     failed = next(r for r in results if r["status"] == "failed")
     assert "non-finite" in failed["reason"] and "\n" not in failed["reason"]
-    assert p.returncode == 1 and "1 run(s) failed" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert ("1 run(s) of the sweep failed" if launcher == "basic" else "and maybe others of the sweep failed") in p.stderr
     t = genexp("table", "outputs", cwd=tmp_path)
     assert t.returncode == 0
     assert "1" in (tmp_path / "outputs" / "table.csv").read_text().splitlines()[1].split(",")
+
+
+def test_sweep_into_a_used_dir_is_refused_and_exits_1(tmp_path):
+    sweep = ["-m", "seed=0,1", "steps=4", "eval_every=2", "progress=false", f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    assert genexp("train", *sweep, cwd=tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in sorted((tmp_path / "sw").rglob("*")) if p.is_file()}
+    again = genexp("train", *sweep, cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.count("already holds a run") == 2, again.stderr
+    assert "Traceback" not in again.stderr
+    after = {p: p.read_bytes() for p in sorted((tmp_path / "sw").rglob("*")) if p.is_file() and p.suffix != ".log"}
+    assert after == {p: b for p, b in before.items() if p.suffix != ".log"}  # Hydra appends to its own job logs
+    assert not list((tmp_path / "sw").rglob("error.log"))
 
 
 BAD_INPUT = [
