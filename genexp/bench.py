@@ -108,6 +108,56 @@ class MethodTimer:
         self.peak = max(self.peak, peak_memory_mb(self.device))
 
 
+def time_passes(model0: GenexpModel, cfg: Any, batch: Batch, device: torch.device, iters: int,
+                warmup: int) -> list[dict[str, Any]]:
+    """Each pass of the cost model alone, as bare torch calls on a copy of the model (no method
+    code): what the hardware charges per forward unit at l rows and at u rows."""
+    from genexp.build import build_optimizer
+
+    m = copy.deepcopy(model0).train()
+    opt, _ = build_optimizer(cfg, m)
+    x_l, x_u, mask_l, mask_u = batch.x_l, batch.x_u, batch.mask_l, batch.mask_u
+    l, u = len(x_l), len(x_u)
+
+    def labelled() -> None:
+        m.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(m(x_l, mask_l), batch.y_l).backward()
+
+    def clean() -> None:
+        with torch.no_grad():
+            m(x_u, mask_u)
+
+    def input_grad() -> None:
+        h = m.embed(x_u).detach().requires_grad_(True)
+        torch.autograd.grad(m.head(h, mask_u).logsumexp(-1).sum(), [h])
+
+    def weights_grad() -> None:
+        m.zero_grad(set_to_none=True)
+        m(x_u, mask_u).logsumexp(-1).sum().backward()
+
+    passes = [("labelled forward + backward", labelled, l, 3 * l),
+              ("optimizer step", opt.step, l, None),
+              ("clean forward, no graph", clean, u, u),
+              ("forward + gradient w.r.t. the input only", input_grad, u, 2 * u),
+              ("forward + backward (weights)", weights_grad, u, 3 * u)]
+    times: dict[str, list[float]] = {name: [] for name, *_ in passes}
+    labelled()  # the optimizer step needs gradients
+    for i in range(warmup + iters):
+        for name, fn, *_ in passes:
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            if i >= warmup:
+                times[name].append(1000 * (time.perf_counter() - t0))
+    rows = []
+    for name, _, n, units in passes:
+        ms = statistics.median(times[name])
+        rows.append({"pass": name, "rows": n, "units": units, "ms": ms,
+                     "us_per_unit": None if units is None else 1000 * ms / units})
+    return rows
+
+
 def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
@@ -117,7 +167,8 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose("train", overrides=overrides)
 
 
-def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int, textbook: bool) -> dict[str, Any]:
+def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int, textbook: bool,
+        passes: bool = False) -> dict[str, Any]:
     from genexp.build import build_dataset, build_method, build_model
     from genexp.data.split import make_split
     from genexp.step import BatchSource
@@ -173,9 +224,20 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
         r["floor"] = r["cost_units"] / sup_units if r["cost_units"] else None
         r["ratio_to_floor"] = r["ratio"] / r["floor"] if r["floor"] else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"dataset": cfg.dataset.name, "model": cfg.model.name, "device": gpu or "cpu",
-            "threads": torch.get_num_threads(), "batch_size": l, "unlabeled_batch_size": u, "amp": bool(use_amp),
-            "iters": iters, "warmup": warmup, "rows": rows}
+    report = {"dataset": cfg.dataset.name, "model": cfg.model.name, "device": gpu or "cpu",
+              "threads": torch.get_num_threads(), "batch_size": l, "unlabeled_batch_size": u, "amp": bool(use_amp),
+              "iters": iters, "warmup": warmup, "rows": rows}
+    if passes:
+        with amp():
+            report["passes"] = time_passes(model, cfg, source.next(0, True), device, iters, warmup)
+        t = {p["pass"]: p["ms"] for p in report["passes"]}
+        base = t["labelled forward + backward"] + t["optimizer step"]
+        extra = sum(t[k] for k in ("clean forward, no graph", "forward + gradient w.r.t. the input only",
+                                   "forward + backward (weights)"))
+        # VAT's passes, each timed alone, over a supervised step's: the floor this hardware allows
+        # when nothing but the passes themselves costs (one power iteration, no shared pass).
+        report["passes_floor"] = (base + extra) / base
+    return report
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -198,7 +260,17 @@ def print_table(report: dict[str, Any]) -> None:
         t.add_row(r["method"], fmt(r["ms"], ".2f"), fmt(r["ms_with_data"], ".2f"), fmt(r["ratio"], ".2f"),
                   fmt(r["floor"], ".2f"), fmt(r["ratio_to_floor"], ".3f"), fmt(r["samples_per_s"], ",.0f"),
                   fmt(r["peak_mem_mb"], ",.0f"))
-    Console(width=max(120, Console().width)).print(t)
+    console = Console(width=max(120, Console().width))
+    console.print(t)
+    if "passes" in report:
+        p = Table(title="bare passes, each alone (no method code): what a forward unit costs at l and at u rows")
+        for col in ("pass", "rows", "units", "ms", "µs / unit"):
+            p.add_column(col, justify="left" if col == "pass" else "right")
+        for r in report["passes"]:
+            p.add_row(r["pass"], str(r["rows"]), fmt(r["units"], "d"), fmt(r["ms"], ".3f"), fmt(r["us_per_unit"], ".2f"))
+        console.print(p)
+        console.print(f"sum of VAT's passes / (labelled pass + optimizer step) = {report['passes_floor']:.2f} "
+                      f"(cost-model floor: {1 + 2 * report['unlabeled_batch_size'] / report['batch_size']:.2f})")
 
 
 def main(argv: list[str]) -> int:
@@ -210,13 +282,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     p.add_argument("--textbook", action="store_true",
                    help="also time a textbook VAT port that calls loss.backward() in the power iteration")
+    p.add_argument("--passes", action="store_true",
+                   help="also time each pass of the cost model alone (bare torch calls): per-unit cost at l and u rows")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     try:
         if args.iters <= 0 or args.warmup < 0:
             raise GenexpError("--iters must be > 0 and --warmup >= 0")
         report = run(args.overrides, args.methods.split(",") if args.methods else None, args.iters, args.warmup,
-                     args.textbook)
+                     args.textbook, args.passes)
     except GenexpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

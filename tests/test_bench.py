@@ -5,7 +5,7 @@ from helpers import genexp
 
 def test_bench_json_reports_ratios_and_floor(tmp_path):
     p = genexp("bench", "method=vat", "batch_size=16", "unlabeled_batch_size=32", "--iters", "2", "--warmup", "1",
-               "--textbook", "--json", cwd=tmp_path)
+               "--textbook", "--passes", "--json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     rows = {r["method"]: r for r in report["rows"]}
@@ -15,6 +15,10 @@ def test_bench_json_reports_ratios_and_floor(tmp_path):
     assert abs(rows["vat"]["floor"] - (3 * 16 + 6 * 32) / (3 * 16)) < 1e-9
     for r in rows.values():
         assert r["ms"] > 0 and r["ms_with_data"] > 0 and r["samples_per_s"] > 0 and r["peak_mem_mb"] > 0
+    # --passes: each pass of the cost model timed alone, with its rows and forward units
+    passes = {p["pass"]: p for p in report["passes"]}
+    assert [(p["rows"], p["units"]) for p in passes.values()] == [(16, 48), (16, None), (32, 32), (32, 64), (32, 96)]
+    assert all(p["ms"] > 0 for p in passes.values()) and report["passes_floor"] > 1
 
 
 def test_bench_bad_override_is_one_line(tmp_path):

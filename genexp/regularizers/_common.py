@@ -44,7 +44,7 @@ def kl_from_logits(target_logits: Tensor, logits: Tensor, reduction: str = "mean
     if reduction == "none":
         return F.kl_div(logq, logp_t, reduction="none", log_target=True).sum(-1)
     kl = F.kl_div(logq, logp_t, reduction="sum", log_target=True)
-    return kl if reduction == "sum" else kl / logq.shape[0]
+    return kl if reduction == "sum" else kl / (logq.numel() // logq.shape[-1])  # mean over samples
 
 
 _BN_CACHE: weakref.WeakKeyDictionary[nn.Module, list[nn.modules.batchnorm._BatchNorm]] = weakref.WeakKeyDictionary()
