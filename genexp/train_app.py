@@ -101,8 +101,8 @@ def hydra_train(cfg: DictConfig) -> float | None:
             code = e.exit_code
         else:
             first = (str(e).splitlines() or [""])[0]
-            reason = (f"run failed: {type(e).__name__}: {first} (result.json marked failed; traceback in "
-                      f"{run_dir / 'error.log'})")
+            where = f" (result.json marked failed; traceback in {run_dir / 'error.log'})" if started else ""
+            reason = f"run failed: {type(e).__name__}: {first}{where}"
             code = 1
         print(f"error: {reason}", file=sys.stderr)
         if not multirun:
