@@ -79,8 +79,8 @@ class MethodTimer:
     """One method's model copy, optimizer and fixed batch, timed a few steps at a time so that
     all methods are measured interleaved (machine noise then hits them alike)."""
 
-    def __init__(self, model0: GenexpModel, method: Method, cfg: Any, source: Any, device: torch.device,
-                 amp: Any) -> None:
+    def __init__(self, model0: GenexpModel, method: Method, cfg: Any, source: Any, fixed: Batch,
+                 device: torch.device, amp: Any) -> None:
         from genexp.build import build_optimizer
 
         self.model = copy.deepcopy(model0).train()
@@ -88,7 +88,7 @@ class MethodTimer:
         self.optimizer, _ = build_optimizer(cfg, self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         method.setup(self.model, num_classes=int(source.y.max()) + 1, num_train=len(source.y), device=device)
-        self.fixed = source.next(0, method.uses_unlabeled)
+        self.fixed = fixed
         self.times: dict[bool, list[float]] = {False: [], True: []}
         self.peak = 0.0
 
@@ -202,7 +202,9 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
         m = cfg.method if cfg.method.name.startswith("vat") else compose([*plain, "method=vat"]).method
         todo.append(("vat (textbook port)", TextbookVAT(eps=m.eps, power_iters=m.power_iters)))
     l, u = cfg.batch_size, cfg.unlabeled_batch_size
-    timers = [MethodTimer(model, method, cfg, source, device, amp) for _, method in todo]
+    # One fixed batch for every method: two draws of ragged text can differ several-fold in cost.
+    fixed = source.next(0, True)
+    timers = [MethodTimer(model, method, cfg, source, fixed, device, amp) for _, method in todo]
     for timer in timers:
         timer.run(warmup, with_data=False, record=False)
     chunk = max(1, iters // 5)
@@ -229,7 +231,7 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
               "iters": iters, "warmup": warmup, "rows": rows}
     if passes:
         with amp():
-            report["passes"] = time_passes(model, cfg, source.next(0, True), device, iters, warmup)
+            report["passes"] = time_passes(model, cfg, fixed, device, iters, warmup)
         t = {p["pass"]: p["ms"] for p in report["passes"]}
         base = t["labelled forward + backward"] + t["optimizer step"]
         extra = sum(t[k] for k in ("clean forward, no graph", "forward + gradient w.r.t. the input only",
@@ -267,7 +269,8 @@ def print_table(report: dict[str, Any]) -> None:
         for col in ("pass", "rows", "units", "ms", "µs / unit"):
             p.add_column(col, justify="left" if col == "pass" else "right")
         for r in report["passes"]:
-            p.add_row(r["pass"], str(r["rows"]), fmt(r["units"], "d"), fmt(r["ms"], ".3f"), fmt(r["us_per_unit"], ".2f"))
+            p.add_row(r["pass"], str(r["rows"]), fmt(r["units"], "d"), fmt(r["ms"], ".3f"),
+                      fmt(r["us_per_unit"], ".2f"))
         console.print(p)
         console.print(f"sum of VAT's passes / (labelled pass + optimizer step) = {report['passes_floor']:.2f} "
                       f"(cost-model floor: {1 + 2 * report['unlabeled_batch_size'] / report['batch_size']:.2f})")

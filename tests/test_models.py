@@ -128,6 +128,29 @@ def test_lstm_forward_embed_head_and_padding(pooling, bidirectional):
     assert r.grad is not None and r.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_lstm_padded_path_equals_packed_sequence(bidirectional):
+    """The one-layer fast path (no PackedSequence) gives the packed LSTM's outputs, final states and
+    gradients (input and weights) on ragged batches."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from genexp.models.lstm import LSTMClassifier
+
+    torch.manual_seed(0)
+    m = LSTMClassifier((9,), 3, vocab_size=20, embed_dim=5, hidden_size=4, bidirectional=bidirectional).double()
+    h = torch.randn(6, 9, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([9, 1, 4, 7, 9, 2])
+    out, h_n = m.padded_lstm(h, lengths)
+    ref, (ref_n, _) = m.lstm(pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False))
+    ref, _ = pad_packed_sequence(ref, batch_first=True, total_length=9)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(h_n, ref_n)
+    inputs = [h, *m.lstm.parameters()]
+    grads = torch.autograd.grad(out.sin().sum() + h_n.cos().sum(), inputs)
+    for a, b in zip(grads, torch.autograd.grad(ref.sin().sum() + ref_n.cos().sum(), inputs)):
+        torch.testing.assert_close(a, b)
+
+
 def test_lstm_normalised_embeddings():
     from genexp.models.lstm import LSTMClassifier
 
