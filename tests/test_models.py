@@ -151,6 +151,37 @@ def test_lstm_padded_path_equals_packed_sequence(bidirectional):
         torch.testing.assert_close(a, b)
 
 
+def test_lstm_padded_path_double_backward_matches_packed(monkeypatch):
+    """Gradient penalties differentiate through the LSTM's backward; in float32 on the CPU the padded
+    path runs oneDNN's RNN kernel, whose double backward must agree with the packed LSTM's."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from genexp.methods.base import Batch
+    from genexp.methods.gp_input import GPInput
+    from genexp.models.lstm import LSTMClassifier
+
+    torch.manual_seed(0)
+    m = LSTMClassifier((12,), 3, vocab_size=50, embed_dim=16, hidden_size=16, embed_dropout=0.0).train()
+    ids = torch.randint(1, 50, (6, 12))
+    mask = (torch.arange(12) < torch.tensor([12, 5, 9, 1, 12, 3]).unsqueeze(1)).long()
+    batch = Batch(x_l=ids * mask, y_l=torch.randint(0, 3, (6,)), mask_l=mask)
+
+    def lstm_grads() -> list[torch.Tensor]:
+        m.zero_grad()
+        GPInput(weight=10.0).loss(m, batch).loss.backward()
+        return [p.grad.clone() for p in m.lstm.parameters()]
+
+    fast = lstm_grads()
+
+    def packed(self, h, lengths):
+        out, (h_n, _) = self.lstm(pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False))
+        return pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])[0], h_n
+
+    monkeypatch.setattr(LSTMClassifier, "padded_lstm", packed)
+    for a, b in zip(fast, lstm_grads()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_lstm_normalised_embeddings():
     from genexp.models.lstm import LSTMClassifier
 
