@@ -81,9 +81,10 @@ class LSTMClassifier(GenexpModel):
             # inside the 400-token tensor, and the padded path below would otherwise run all 400.
             length = int(lengths.max())
             h = h[:, :length]
+        on_device = lengths.to(h.device)
         with torch.backends.cudnn.flags(enabled=self.cudnn):
             if self.lstm.num_layers == 1:
-                out, h_n = self.padded_lstm(h, lengths.to(h.device))
+                out, h_n = self.padded_lstm(h, on_device)
             else:
                 packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
                 out, (h_n, _) = self.lstm(packed)
@@ -93,7 +94,7 @@ class LSTMClassifier(GenexpModel):
             dirs = 2 if self.lstm.bidirectional else 1
             feats = torch.cat([h_n[-dirs + i] for i in range(dirs)], dim=-1)
         else:
-            real = (torch.arange(length, device=h.device).unsqueeze(0) < lengths.to(h.device).unsqueeze(1))
+            real = (torch.arange(length, device=h.device).unsqueeze(0) < on_device.unsqueeze(1))
             real = real.unsqueeze(-1)
             if self.pooling == "max":
                 feats = out.masked_fill(~real, float("-inf")).amax(1)
