@@ -11,13 +11,12 @@ running statistics unchanged.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from genexp.errors import GenexpError
 from genexp.methods._shared import check_choice, check_positive_int, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats
+from genexp.regularizers._common import batchnorms, frozen_bn_stats
 from genexp.regularizers.gradient_penalty import consistency_gradient_penalty
 
 
@@ -37,7 +36,7 @@ class GPConsistency(Method):
             self._check_exact(model, None)  # fail before training, not at step 0
 
     def _check_exact(self, model: GenexpModel, batch: Batch | None) -> None:
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
+        if any(m.training for m in batchnorms(model)):
             raise GenexpError("method.estimator=exact evaluates the model one sample at a time and cannot use "
                               "train-mode BatchNorm: set method.estimator=rademacher (or use a model without BatchNorm)")
         if batch is not None and batch.mask_u is not None:

@@ -14,12 +14,12 @@ metrics.jsonl shows whether train_consistency tracks train_implied (article 7466
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from genexp.errors import GenexpError
 from genexp.methods._shared import check_choice, check_positive_int, clean_logits, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
+from genexp.regularizers._common import batchnorms
 from genexp.regularizers.gradient_penalty import consistency_gradient_penalty
 from genexp.regularizers.noise import noise_consistency_loss
 
@@ -37,7 +37,7 @@ class NoiseConsistency(Method):
         self.track_gp = bool(track_gp)
 
     def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
-        if self.track_gp and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        if self.track_gp and batchnorms(model):
             raise GenexpError("method.track_gp=true computes exact per-sample Jacobians and cannot run a model with "
                               "BatchNorm: use a model without BatchNorm or set method.track_gp=false")
 

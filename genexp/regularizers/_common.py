@@ -50,7 +50,7 @@ def kl_from_logits(target_logits: Tensor, logits: Tensor, reduction: str = "mean
 _BN_CACHE: weakref.WeakKeyDictionary[nn.Module, list[nn.modules.batchnorm._BatchNorm]] = weakref.WeakKeyDictionary()
 
 
-def _batchnorms(module: nn.Module | None) -> list[nn.modules.batchnorm._BatchNorm]:
+def batchnorms(module: nn.Module | None) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of `module`, cached: a VAT step asks ~4 times and a WRN has ~100 modules.
     A model's layers are fixed once built, so the cache is keyed on the module object."""
     if module is None:
@@ -68,7 +68,7 @@ def couples_batch(module: nn.Module) -> bool:
     Only then must differently-perturbed inputs go through separate forward passes; otherwise they
     can share one larger pass, which gives the same outputs and gradients with fewer kernel calls.
     """
-    return any(m.training or m.running_mean is None for m in _batchnorms(module))
+    return any(m.training or m.running_mean is None for m in batchnorms(module))
 
 
 @contextlib.contextmanager
@@ -78,7 +78,7 @@ def frozen_bn_stats(module: nn.Module | None) -> Iterator[None]:
     This is the `update_batch_stats=False` of Miyato et al.'s code: perturbed passes must not
     leak adversarial statistics into evaluation.
     """
-    bns = [m for m in _batchnorms(module) if m.training and m.track_running_stats]
+    bns = [m for m in batchnorms(module) if m.training and m.track_running_stats]
     saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
              for m in bns]
     for m in bns:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import Forward, frozen_bn_stats, owning_module, widen
+from genexp.regularizers._common import Forward, batchnorms, frozen_bn_stats, owning_module, widen
 
 
 def _input_leaf(x: Tensor) -> Tensor:
@@ -36,9 +36,7 @@ def _weights(probs: Tensor, weighting: str) -> Tensor:
 
 
 def _has_training_bn(module: nn.Module | None) -> bool:
-    return module is not None and any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in module.modules()
-    )
+    return any(m.training for m in batchnorms(module))
 
 
 def consistency_gradient_penalty(
