@@ -14,6 +14,7 @@ from genexp.data.text import tfidf_encode
 from genexp.errors import GenexpError
 from genexp.methods.base import Method
 from genexp.models.base import GenexpModel
+from genexp.models.frozen import FROZEN_KEYS, frozen_features, frozen_head, is_frozen
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -46,6 +47,9 @@ def build_dataset(cfg: DictConfig) -> Dataset:
         if encoder is None:
             # Vector models read texts as TF-IDF; text models bring their own tokenizer.
             data = tfidf_encode(data, max_features=cfg.dataset.get("max_features", 5000))
+        elif is_frozen(cfg.model):
+            # A frozen encoder's output is fixed: encode once (cached), then train on vectors.
+            data = frozen_features(data, cfg)
         else:
             # Partial first: instantiate(..., data=data) would make OmegaConf convert the Dataset
             # dataclass into a config (it cannot: its fields hold tensors and Union types).
@@ -54,8 +58,12 @@ def build_dataset(cfg: DictConfig) -> Dataset:
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:
+    if is_frozen(cfg.model):
+        return frozen_head(cfg.model, data)
     node = without_name(cfg.model)
     node.pop("text_encoder", None)
+    for key in FROZEN_KEYS:
+        node.pop(key, None)
     factory = _instantiate(node, "model", _partial_=True)
     # Data-dependent constructor arguments a text encoder hands over (e.g. the vocabulary size
     # and token counts of a vocabulary built on the training texts, for model=lstm).

@@ -8,13 +8,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class TrainProgress:
-    def __init__(self, total: int, enabled: bool = True, start: int = 0) -> None:
+    def __init__(self, total: int, enabled: bool = True, start: int = 0, label: str = "train") -> None:
         console = Console(stderr=True)
         self.enabled = enabled and console.is_terminal
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        self.progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
                                  disable=not self.enabled)
-        self.task = self.progress.add_task("train", total=total, completed=start, info="")
+        self.task = self.progress.add_task(label, total=total, completed=start, info="")
 
     def tick(self, step: int) -> None:
         if self.enabled:

@@ -66,12 +66,14 @@ def _quiet_transformers():
 
 
 def load_pretrained(kind: str, name_or_path: str, **kwargs):
-    """AutoTokenizer (`kind="tokenizer"`) or AutoModelForSequenceClassification (`kind="model"`)."""
+    """AutoTokenizer (`kind="tokenizer"`), AutoModelForSequenceClassification (`kind="model"`) or
+    the bare AutoModel without a classifier (`kind="encoder"`, for frozen features)."""
     import transformers
 
     path = resolve_name_or_path(name_or_path)
     local_only = _offline() or Path(path).is_dir()
-    cls = transformers.AutoTokenizer if kind == "tokenizer" else transformers.AutoModelForSequenceClassification
+    cls = {"tokenizer": transformers.AutoTokenizer, "model": transformers.AutoModelForSequenceClassification,
+           "encoder": transformers.AutoModel}[kind]
     try:
         with _quiet_transformers():
             return cls.from_pretrained(path, local_files_only=local_only, **kwargs)

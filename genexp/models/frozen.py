@@ -1,0 +1,42 @@
+"""`model=hf_encoder model.freeze=true`: the encoder runs once over every text, outside
+training (`genexp.data.features`, cached on disk), and genexp trains only a head on the pooled
+features. The trained model is a plain MLP on vectors, so `embed` is the identity and every
+method perturbs the pooled feature; no gradient can reach the encoder, which is not part of it.
+"""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from genexp.data.dataset import Dataset
+from genexp.errors import GenexpError
+from genexp.models.mlp import MLP
+
+# Keys only the frozen mode reads; the fine-tuned HFEncoder must not receive them.
+FROZEN_KEYS = ("freeze", "pooling", "normalize", "head_widths", "head_activation", "head_dropout", "head_batchnorm",
+               "encode_batch_size", "cache_dir")
+
+
+def is_frozen(model_cfg: DictConfig) -> bool:
+    return bool(model_cfg.get("freeze", False))
+
+
+def frozen_features(data: Dataset, cfg: DictConfig) -> Dataset:
+    """The dataset's texts replaced by cached pooled features, from the run config's model keys."""
+    from genexp.data.features import hf_features
+
+    m = cfg.model
+    return hf_features(data, name_or_path=m.name_or_path, max_length=m.text_encoder.max_length, pooling=m.pooling,
+                       normalize=m.normalize, batch_size=m.encode_batch_size, cache_dir=m.cache_dir,
+                       device=cfg.get("device", "auto"), progress=bool(cfg.get("progress", True)))
+
+
+def frozen_head(model_cfg: DictConfig, data: Dataset) -> MLP:
+    """A linear (`head_widths=[]`) or MLP head on the pooled features."""
+    if getattr(data, "frozen_features", None) is None:
+        raise GenexpError(f"model.freeze=true needs a text dataset (it trains a head on encoded texts), got "
+                          f"dataset={data.name}: use dataset=tweets, imdb or text")
+    m = model_cfg
+    if not 0 <= float(m.head_dropout) < 1:
+        raise GenexpError(f"model.head_dropout={m.head_dropout} must be in [0, 1)")
+    return MLP(data.input_shape, data.num_classes, widths=list(m.head_widths), activation=m.head_activation,
+               batchnorm=bool(m.head_batchnorm), dropout=float(m.head_dropout))
