@@ -6,23 +6,35 @@ sweep the other runs go on. GENEXP_TRACEBACK=1 (or HYDRA_FULL_ERROR=1) shows tra
 """
 from __future__ import annotations
 
+import copy
+import json
+import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from genexp import distributed
 from genexp.errors import GenexpError
+from genexp.interrupt import Interrupted, StopOnSignal, exit_code
 
 FAILED_JOBS: list[str] = []
+RESULTS: list[str] = []  # this process's jobs: completed / failed / refused
+SWEEP: dict[str, Any] = {}  # the sweep dir, and whether this command created it
+RESTORE: dict[Path, bytes] = {}  # earlier files Hydra rewrites that must stay byte-identical
 TRACEBACK_ENV = "GENEXP_TRACEBACK"
+SUBDIR_ENV = "GENEXP_HYDRA_SUBDIR"
+NO_SUBDIR = "hydra.output_subdir=null"
 
 
 class JobFailed(Exception):
@@ -42,72 +54,241 @@ def show_tracebacks() -> bool:
     return os.environ.get(TRACEBACK_ENV) == "1"
 
 
-def resolve_resume(cfg: DictConfig, hydra_dir: Path) -> tuple[Path, Path | None, DictConfig]:
-    """(run_dir, checkpoint or None, config to run). Resuming reuses the run's recorded config."""
+class Refused(BaseException):
+    """A refusal raised where Hydra would swallow an Exception (callbacks): one line, exit 2."""
+
+
+class AlreadyComplete(Exception):
+    def __init__(self, run_dir: Path, record: dict) -> None:
+        super().__init__(run_dir)
+        self.run_dir, self.record = run_dir, record
+
+
+def _read_result(run_dir: Path) -> dict | None:
+    try:
+        record = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _no_resume(resume: object) -> bool:
+    return resume in (False, None, "false")
+
+
+def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False
+                   ) -> tuple[Path, Path | None, DictConfig, dict | None]:
+    """(run_dir, checkpoint or None, config to run, the checkpoint loaded on the CPU or None).
+
+    Resuming reuses the run's recorded config. Every check happens before anything is written:
+    a refusal (GenexpError) or a complete run (AlreadyComplete) leaves the run dir as it was.
+    """
     resume = cfg.get("resume", False)
-    if resume in (False, None, "false"):
+    if _no_resume(resume):
         if (hydra_dir / "result.json").exists():
             raise GenexpError(f"{hydra_dir} already holds a run: choose another hydra.run.dir, or add resume=true "
                               f"to continue it (nothing was changed)")
-        return hydra_dir, None, cfg
+        return hydra_dir, None, cfg, None
     target = hydra_dir if resume in (True, "true") else Path(str(resume)).expanduser()
     ckpt = target / "checkpoint.pt" if target.is_dir() else target
+    run_dir = ckpt.parent
+    record = _read_result(run_dir)
+    if record is not None and record.get("status") == "completed":
+        raise AlreadyComplete(run_dir, record)
     if not ckpt.is_file():
+        if multirun and resume in (True, "true") and record is None and not any(hydra_dir.iterdir()):
+            # A sweep rerun with resume=true (a requeued Slurm sweep): runs it never started, start.
+            fresh = copy.deepcopy(cfg)
+            fresh.resume = False
+            return hydra_dir, None, fresh, None
         raise GenexpError(f"resume={resume}: no checkpoint at {ckpt}: pass resume=<run dir> of a run that saved one "
                           f"(or resume=true with hydra.run.dir=<run dir>)")
-    run_dir = ckpt.parent
     recorded = run_dir / "config.yaml"
     if not recorded.is_file():
         raise GenexpError(f"resume={resume}: {recorded} is missing, so the run cannot be continued as it was")
+    from genexp.checkpoint import load_checkpoint
+
+    try:
+        loaded = load_checkpoint(ckpt, "cpu")
+        if not isinstance(loaded, dict) or not {"model", "optimizer", "loop"} <= loaded.keys():
+            raise ValueError("not a genexp checkpoint")
+    except Exception as e:
+        raise GenexpError(f"resume={resume}: the checkpoint {ckpt} is unreadable ({type(e).__name__}): "
+                          f"nothing was changed: restore it from a copy, or start a new run") from None
     saved = OmegaConf.load(recorded)
     for key in ("progress", "device"):  # how to run, not what to run: the new invocation decides
         saved[key] = cfg[key]
     saved.resume = False
-    return run_dir, ckpt, saved
+    return run_dir, ckpt, saved, loaded
+
+
+def remove_if_empty(path: Path) -> None:
+    """Remove a run dir that Hydra created for a run that then wrote nothing (refused, resumed elsewhere)."""
+    try:
+        path.rmdir()
+    except OSError:
+        return
+    # and the parents Hydra created for it (outputs/runs), up to the working dir, while empty
+    cwd = Path.cwd().resolve()
+    for parent in path.resolve().parents:
+        if parent == cwd or cwd not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def redirect_file_logs(old_dir: Path, new_dir: Path) -> None:
+    """Point Hydra's job log (genexp.log, opened lazily) at the run dir that is actually used."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == old_dir:
+            h.close()
+            h.baseFilename = str(new_dir / Path(h.baseFilename).name)
+
+
+def save_hydra_files(run_dir: Path, task_cfg: DictConfig) -> None:
+    """Hydra's .hydra/{config,hydra,overrides}.yaml, written by us once a new run is accepted
+    (main() turns Hydra's own writing off, which happens before a run could be refused)."""
+    subdir = os.environ.get(SUBDIR_ENV)
+    if not subdir:
+        return
+    out = run_dir / subdir
+    out.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False))
+    hydra_cfg.hydra.output_subdir = subdir
+    hydra_cfg.hydra.overrides.hydra = [o for o in hydra_cfg.hydra.overrides.hydra if o != NO_SUBDIR]
+    OmegaConf.save(task_cfg, out / "config.yaml")
+    OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
+
+
+def fmt_acc(v: object) -> str:
+    return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "n/a"
+
+
+def summary_line(result: dict, run_dir: Path) -> str:
+    wall = int(round(result.get("wall_time_s") or 0))
+    return (f"done: test acc {fmt_acc(result.get('test_acc'))} at best val (step {result.get('best_step')}, "
+            f"val {fmt_acc(result.get('val_acc'))}), final {fmt_acc(result.get('test_acc_final'))}, "
+            f"wall {wall // 3600}:{wall % 3600 // 60:02d}:{wall % 60:02d}, run dir {run_dir}")
+
+
+def resume_command(run_dir: Path, multirun: bool) -> str:
+    one = f"genexp train resume={shlex.quote(str(run_dir.absolute()))}"
+    if not multirun:
+        return one
+    args = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.sweep.dir=", NO_SUBDIR))]
+    sweep = SWEEP.get("dir")
+    again = shlex.join(["genexp", "train", *args, "resume=true", *([f"hydra.sweep.dir={sweep}"] if sweep else [])])
+    return f"{one} (this run), or the whole sweep: {again}"
+
+
+class SweepGuard(Callback):
+    """Refuses a sweep into a dir that holds one (before Hydra rewrites its multirun.yaml); with
+    resume=true keeps that multirun.yaml byte-identical."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        SWEEP["dir"] = sweep_dir
+        SWEEP["created"] = not sweep_dir.exists()
+        earlier = sweep_dir / "multirun.yaml"
+        if earlier.exists():
+            if _no_resume(config.get("resume", False)):
+                raise Refused(f"hydra.sweep.dir={sweep_dir} already holds a sweep: choose another hydra.sweep.dir, "
+                              f"or add resume=true to continue its runs (nothing was changed)")
+            RESTORE[earlier] = earlier.read_bytes()
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def hydra_train(cfg: DictConfig) -> float | None:
-    from genexp.trainer import resolve_device, train
+    from genexp.trainer import RunState, resolve_device, train, validate_config
 
     hc = HydraConfig.get()
     hydra_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = hydra_dir
     d = distributed.Dist()
-    started = False  # before this, run_dir may be an earlier run's dir: never write into it
+    state = RunState()
+    task_cfg = cfg
+    stop = StopOnSignal()
     try:
-        d = distributed.init(resolve_device(cfg.device).type)
-        decision: object = None
+        with stop:
+            validate_config(cfg)  # before anything else, resume included: bad values never start a run
+            d = distributed.init(resolve_device(cfg.device).type)
+            decision: object = None
+            if d.is_main:
+                try:
+                    decision = resolve_resume(cfg, hydra_dir, multirun)
+                except (GenexpError, AlreadyComplete) as e:
+                    decision = e
+            decision = distributed.broadcast_object(decision, d)
+            if isinstance(decision, AlreadyComplete):
+                r = decision.record
+                if d.is_main:
+                    print(f"{decision.run_dir} is already complete (test acc {fmt_acc(r.get('test_acc'))} at best "
+                          f"val, step {r.get('best_step')}): nothing to resume, nothing was changed")
+                    if hydra_dir != decision.run_dir:
+                        remove_if_empty(hydra_dir)
+                RESULTS.append("completed")
+                return r.get("val_acc")
+            if isinstance(decision, GenexpError):
+                raise decision
+            run_dir, ckpt, cfg, loaded = decision
+            if run_dir != hydra_dir and d.is_main:
+                redirect_file_logs(hydra_dir, run_dir)
+                remove_if_empty(hydra_dir)
+            fresh = ckpt is None
+            on_begin = (lambda: save_hydra_files(run_dir, task_cfg)) if fresh else None
+            # The sweep objective (hydra/sweeper=optuna maximises it) is validation accuracy: never test.
+            result = train(cfg, run_dir, resume_from=ckpt, checkpoint=loaded, d=d, on_begin=on_begin, stop=stop,
+                           state=state)
         if d.is_main:
-            try:
-                decision = resolve_resume(cfg, hydra_dir)
-            except GenexpError as e:
-                decision = e
-        decision = distributed.broadcast_object(decision, d)
-        if isinstance(decision, GenexpError):
-            raise decision
-        run_dir, ckpt, cfg = decision
-        started = True
-        # The sweep objective (hydra/sweeper=optuna maximises it) is validation accuracy: never test.
-        return train(cfg, run_dir, resume_from=ckpt, d=d)["val_acc"]
+            print(summary_line(result, run_dir), flush=True)
+        RESULTS.append("completed")
+        return result["val_acc"]
+    except Interrupted as e:
+        if d.is_main:
+            if state.begun:
+                print(f"interrupted by {e.name} at step {e.step} of {e.total}: checkpoint saved; resume with: "
+                      f"{resume_command(run_dir, multirun)}", file=sys.stderr, flush=True)
+            else:
+                print(f"interrupted by {e.name} before training started: nothing was written", file=sys.stderr)
+                remove_if_empty(hydra_dir)
+        stop.chain(e.signum)
+        sys.exit(exit_code(e.signum))
+    except KeyboardInterrupt:
+        if d.is_main:
+            if state.begun:
+                print(f"interrupted again: stopped without saving; resume continues from the last checkpoint: "
+                      f"{resume_command(run_dir, multirun)}", file=sys.stderr, flush=True)
+            else:
+                print("interrupted before training started: nothing was written", file=sys.stderr)
+                remove_if_empty(hydra_dir)
+        sys.exit(130)
     except Exception as e:
         if show_tracebacks():
             raise
-        if started and run_dir.is_dir() and d.is_main:
+        if state.begun and run_dir.is_dir() and d.is_main:
             (run_dir / "error.log").write_text(traceback.format_exc())
+        if not state.begun and d.is_main:
+            remove_if_empty(hydra_dir)
         if isinstance(e, GenexpError):
             reason = str(e)
             code = e.exit_code
         else:
             first = (str(e).splitlines() or [""])[0]
-            where = f" (result.json marked failed; traceback in {run_dir / 'error.log'})" if started else ""
+            if state.begun:
+                where = f" (result.json marked failed; traceback in {run_dir / 'error.log'})"
+            else:
+                where = f" (nothing was changed in {run_dir}; GENEXP_TRACEBACK=1 shows the traceback)"
             reason = f"run failed: {type(e).__name__}: {first}{where}"
             code = 1
         print(f"error: {reason}", file=sys.stderr)
         if not multirun:
             sys.exit(code)
         FAILED_JOBS.append(str(run_dir))
+        RESULTS.append("failed" if state.begun else "refused")
         raise JobFailed(str(run_dir), reason) from None
     finally:
         distributed.shutdown()
@@ -125,6 +306,31 @@ def one_line(e: BaseException) -> str:
     return text.replace("Available options in", "available options in").replace(":;", ":")
 
 
+def sweep_summary() -> str | None:
+    sweep = SWEEP.get("dir")
+    if sweep is None or not sweep.is_dir():
+        return None
+    statuses = [(_read_result(p.parent) or {}).get("status", "unreadable") for p in sorted(sweep.rglob("result.json"))]
+    counts = {s: statuses.count(s) for s in dict.fromkeys(["completed", "failed", *statuses])}
+    refused = RESULTS.count("refused")
+    if refused:
+        counts["refused (no run dir)"] = refused
+    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return f"sweep {sweep}: {parts}; table: genexp table {shlex.quote(str(sweep))}"
+
+
+def finish_sweep() -> None:
+    for path, data in RESTORE.items():
+        if not path.exists() or path.read_bytes() != data:
+            path.write_bytes(data)
+    sweep = SWEEP.get("dir")
+    if sweep is not None and SWEEP.get("created") and sweep.is_dir():
+        # Every run refused: the multirun.yaml Hydra wrote is all that is left; remove it.
+        if [p.name for p in sweep.iterdir()] == ["multirun.yaml"]:
+            (sweep / "multirun.yaml").unlink()
+            remove_if_empty(sweep)
+
+
 def main(args: list[str]) -> int:
     sys.argv = ["genexp train", *args]
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -134,16 +340,29 @@ def main(args: list[str]) -> int:
     if rank > 0:
         # Only rank 0 keeps a run dir; the others write Hydra's files to a scratch dir.
         scratch = tempfile.mkdtemp(prefix=f"genexp-rank{rank}-")
-        sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+        sys.argv += [f"hydra.run.dir={scratch}", NO_SUBDIR]
+    elif not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args) \
+            and not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        # Hydra writes .hydra/*.yaml into the run dir before the run can be checked (and would
+        # rewrite a completed run's); save_hydra_files writes them once a new run is accepted.
+        os.environ[SUBDIR_ENV] = ".hydra"
+        sys.argv.append(NO_SUBDIR)
     # Let Hydra's own errors (unknown group option, bad override syntax) reach us as exceptions.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    code = 0
     try:
         hydra_train()
     except JobFailed as e:
         count = f"{len(FAILED_JOBS)} run(s)" if FAILED_JOBS else f"a run ({e.run_dir}) and maybe others"
-        print(f"{count} of the sweep failed (the rest of its batch ran): each printed its reason above and "
-              f"has result.json with status 'failed' unless it was refused before starting", file=sys.stderr)
-        return 1
+        print(f"{count} of the sweep failed (the rest of its batch ran): each printed its reason above; a failed "
+              f"run has result.json with status 'failed', a refused one left no run dir", file=sys.stderr)
+        code = 1
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was started", file=sys.stderr)
+        return 130
     except Exception as e:
         if show_tracebacks():
             raise
@@ -152,7 +371,11 @@ def main(args: list[str]) -> int:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    if FAILED_JOBS:  # a sweeper that tolerated failures (optuna's max_failure_rate) still ends in exit 1
+        finish_sweep()
+    if FAILED_JOBS and code == 0:  # a sweeper that tolerated failures (optuna's max_failure_rate) still ends in exit 1
         print(f"{len(FAILED_JOBS)} run(s) of the sweep failed", file=sys.stderr)
-        return 1
-    return 0
+        code = 1
+    summary = sweep_summary()
+    if summary is not None:
+        print(summary, file=sys.stderr if code else sys.stdout, flush=True)
+    return code

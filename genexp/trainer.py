@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import random
+import signal
 import statistics
 import time
 from contextlib import nullcontext
@@ -23,6 +24,7 @@ from genexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_r
 from genexp.data.split import Split, make_split
 from genexp.distributed import Dist
 from genexp.errors import GenexpError
+from genexp.interrupt import Interrupted, StopOnSignal
 from genexp.progress import TrainProgress
 from genexp.records import append_jsonl, atomic_write_json, atomic_write_text, git_commit, versions
 from genexp.step import BatchSource, train_step
@@ -90,7 +92,52 @@ def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor, mask: Tensor | None, 
     return totals[0].item() / n, totals[1].item() / n
 
 
+DEVICE_NAMES = "auto, cpu, cuda, cuda:<index> or mps"
+
+
+def _non_finite(node: Any, prefix: str = "") -> str | None:
+    """The first key holding a NaN or infinite number, or None."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return prefix if isinstance(node, float) and not math.isfinite(node) else None
+    for k, v in items:
+        found = _non_finite(v, f"{prefix}.{k}" if prefix else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def validate_config(cfg: DictConfig) -> None:
+    """Input errors found from the config alone (before any file is written): one line each."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        raise GenexpError(f"config does not resolve: {(str(e).splitlines() or [''])[0]}") from None
+    bad = _non_finite(resolved)
+    if bad is not None:
+        raise GenexpError(f"{bad}={OmegaConf.select(cfg, bad)} is not a finite number: set {bad} to a finite value")
+    for key in ("seed", "split_seed"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise GenexpError(f"{key}={value!r} must be a non-negative integer: set e.g. {key}=0")
+    for key in ("ema_decay", "grad_clip"):
+        if cfg.get(key) is not None and not _is_number(cfg[key]):
+            raise GenexpError(f"{key}={cfg[key]!r} must be a number")
+    for key in ("lr", "weight_decay"):
+        value = cfg.optim.get(key)
+        if value is not None and not _is_number(value):
+            raise GenexpError(f"optim.{key}={value!r} must be a number: set e.g. optim.{key}=0.001")
+    device = cfg.device
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda", "mps")
+                                           or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise GenexpError(f"device={device!r} is not a device genexp runs on: use {DEVICE_NAMES}")
     for key in ("steps", "batch_size", "unlabeled_batch_size", "eval_every", "checkpoint_every"):
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -114,13 +161,26 @@ def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int | None 
         torch.set_num_threads(1)
 
 
-def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d: Dist | None = None) -> dict[str, Any]:
+class RunState:
+    """What `train` has done to the run dir so far, for the caller's error handling."""
+
+    def __init__(self) -> None:
+        self.begun = False  # records written (result.json): a failure from here on is recorded
+
+
+def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, checkpoint: dict | None = None,
+          d: Dist | None = None, on_begin: Any = None, stop: StopOnSignal | None = None,
+          state: RunState | None = None) -> dict[str, Any]:
     """Train one run into `run_dir` (only rank 0 writes) and return its result record.
 
-    With `resume_from` (a checkpoint), continue exactly where it stopped: same batches, same
-    noise, same metrics as if the run had never been interrupted.
+    With `resume_from` (a checkpoint; `checkpoint` its already loaded contents), continue exactly
+    where it stopped: same batches, same noise, same metrics as if the run had never been
+    interrupted. Nothing is written until the data, split, model, method and optimizer are
+    built: a refused run (GenexpError) leaves `run_dir` as it was. `on_begin` is called (rank 0)
+    just before the first records of a new run are written.
     """
     d = d or Dist()
+    state = state or RunState()
     validate_config(cfg)
     device = resolve_device(cfg.device, d)
     set_cpu_threads(cfg, device)  # before the dataset: preprocessing (ZCA) runs under the limit too
@@ -130,17 +190,41 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d:
             "experiment": cfg.get("experiment_name"), "tag": cfg.get("tag"), "device": str(device), "world_size": d.world,
             "git_commit": git_commit(), "versions": versions(), "run_dir": str(run_dir)}
     started = time.time()
-    if d.is_main:
-        atomic_write_json(run_dir / "result.json", base)
-        if resume_from is None:
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    try:
-        result = _train(cfg, run_dir, device, base, resume_from, d)
-    except BaseException as e:
-        # A failed run is a recorded result, not a lost one.
-        reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+
+    def begin(split: Split | None) -> None:
         if d.is_main:
-            atomic_write_json(run_dir / "result.json", {**base, "status": "failed",
+            if resume_from is None:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                if on_begin is not None:
+                    on_begin()
+                OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+                if split is not None:
+                    split.save(run_dir / "split.json")
+            atomic_write_json(run_dir / "result.json", base)
+        state.begun = True
+
+    try:
+        result = _train(cfg, run_dir, device, base, resume_from, checkpoint, d, begin, stop)
+    except Interrupted as e:
+        if state.begun and d.is_main:
+            atomic_write_json(run_dir / "result.json", {
+                **base, "status": "interrupted", "step": e.step, "signal": e.name, "checkpoint_step": e.step,
+                "reason": f"{e.name} at step {e.step} of {e.total}: checkpoint saved, resume continues from it",
+                "wall_time_s": time.time() - started})
+        raise
+    except BaseException as e:
+        if not state.begun:
+            if resume_from is not None or isinstance(e, (GenexpError, KeyboardInterrupt)):
+                raise  # refused, or stopped before anything was written: leave the dir as it was
+            begin(None)  # a crash while setting up a new run is still a recorded (failed) run
+        # A failed run is a recorded result, not a lost one.
+        if isinstance(e, KeyboardInterrupt):
+            status, reason = "interrupted", "stopped without saving (second signal): resume continues from the " \
+                                            "last periodic checkpoint"
+        else:
+            status, reason = "failed", f"{type(e).__name__}: {e}"
+        if d.is_main:
+            atomic_write_json(run_dir / "result.json", {**base, "status": status,
                                                         "reason": (reason.splitlines() or [""])[0][:500],
                                                         "wall_time_s": time.time() - started})
         raise
@@ -150,7 +234,7 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, d:
 
 
 def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str, Any], resume_from: Path | None,
-           d: Dist) -> dict[str, Any]:
+           preloaded: dict | None, d: Dist, begin: Any, stop: StopOnSignal | None) -> dict[str, Any]:
     started = time.time()
     data = build_dataset(cfg)
     if resume_from is not None and (run_dir / "split.json").exists():
@@ -159,8 +243,6 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes,
                            split_seed=cfg.split_seed, val_size=data.val_size, strategy=cfg.labeled_strategy,
                            unlabeled_includes_labeled=cfg.unlabeled_includes_labeled)
-        if d.is_main:
-            split.save(run_dir / "split.json")
     for key in ("batch_size", "unlabeled_batch_size"):
         if cfg[key] % d.world:
             raise GenexpError(f"{key}={cfg[key]} is not divisible by the {d.world} processes: use a multiple")
@@ -203,7 +285,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     st: dict[str, Any] = {"step": 0, "best": {"val_acc": -1.0, "test_acc": None, "step": 0}, "best_state": None,
                           "sums": {}, "correct": 0.0, "seen": 0, "train_time": 0.0, "step_times": [], "last": {}}
     if resume_from is not None:
-        ck = load_checkpoint(resume_from, device)
+        # The caller's copy was loaded onto the CPU to check it: reused only for a CPU run.
+        ck = preloaded if preloaded is not None and device.type == "cpu" else load_checkpoint(resume_from, device)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -218,6 +301,9 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
              cfg.model.name, cfg.method.name, len(split.labeled), len(split.unlabeled), len(split.val),
              len(y_test), n_params, device, f" x{d.world}" if d.enabled else "")
 
+    if stop is not None and stop.signum is not None and not d.enabled:
+        raise Interrupted(stop.signum, st["step"], cfg.steps)  # while setting up: nothing was written yet
+    begin(split)
     writer = None
     metrics_path = run_dir / "metrics.jsonl"
     if d.is_main:
@@ -275,6 +361,20 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         progress.update(done, loss=train_loss["loss"], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc)
         st["sums"], st["correct"], st["seen"] = {}, 0.0, 0
 
+    def stopping(done: int) -> bool:
+        """Whether a signal asks to stop after step `done` (under torchrun: every rank agrees, at
+        evaluation and checkpoint steps only, so that no step pays for a collective)."""
+        if not d.enabled:
+            return stop.signum is not None
+        if done % cfg.eval_every and done % cfg.checkpoint_every:
+            return False
+        flag = torch.tensor(float(stop.signum or 0), device=device)
+        if d.enabled:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and stop.signum is None:
+            stop.signum = int(flag.item())
+        return bool(flag.item())
+
     model.train()
     interval_start = time.perf_counter()
     with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=st["step"]) as progress:
@@ -296,6 +396,12 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
                 interval_start = time.perf_counter()
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint(done)
+            if stop is not None and done < cfg.steps and stopping(done):
+                if done % cfg.checkpoint_every:
+                    checkpoint(done)
+                if writer is not None:
+                    writer.close()
+                raise Interrupted(stop.signum or signal.SIGTERM, done, cfg.steps)
     if writer is not None:
         writer.close()
 
