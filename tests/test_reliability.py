@@ -1,6 +1,7 @@
 """Resume after SIGKILL, failed runs in sweeps, bad input, distributed training."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -30,9 +31,16 @@ def checkpoint_step(run_dir: Path) -> int:
         return -1
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
-    full = tmp_path / "full"
-    assert genexp("train", *RUN, f"hydra.run.dir={full}", cwd=tmp_path).returncode == 0
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The run RUN describes, never interrupted: what every interrupted-and-resumed run must match."""
+    root = tmp_path_factory.mktemp("full")
+    assert genexp("train", *RUN, f"hydra.run.dir={root / 'full'}", cwd=root).returncode == 0
+    return root / "full"
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, uninterrupted):
+    full = uninterrupted
     killed = tmp_path / "killed"
     p = start([*RUN, f"hydra.run.dir={killed}"], tmp_path)
     deadline = time.time() + 120
@@ -56,6 +64,55 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     killed_lines = (killed / "metrics.jsonl").read_text().splitlines()
     strip = lambda ln: {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}  # noqa: E731
     assert [strip(x) for x in full_lines] == [strip(x) for x in killed_lines]
+
+
+def start_and_wait(run_dir: Path, cwd: Path, at_least: int) -> subprocess.Popen:
+    p = start([*RUN, f"hydra.run.dir={run_dir}"], cwd)
+    deadline = time.time() + 120
+    while checkpoint_step(run_dir) < at_least and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None, "the run finished before it could be signalled; make it longer"
+    return p
+
+
+def test_sigterm_saves_records_and_resumes_to_the_same_result(tmp_path, uninterrupted):
+    # What Slurm sends on preemption or at the time limit (then SIGKILL after KillWait).
+    run = tmp_path / "run"
+    p = start_and_wait(run, tmp_path, 40)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGTERM"
+    step = record["step"]
+    assert 40 <= step < 1200 and f"SIGTERM at step {step} of 1200" in lines[0]
+    assert checkpoint_step(run) == step  # saved where it stopped, not at the last periodic checkpoint
+    args = shlex.split(lines[0].split("resume with: ", 1)[1])
+    assert args == ["genexp", "train", f"resume={run}"]
+    r = genexp(*args[1:], "progress=false", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    resumed = json.loads((run / "result.json").read_text())
+    full = json.loads((uninterrupted / "result.json").read_text())
+    assert resumed["status"] == "completed"
+    assert {k: resumed[k] for k in COMPARED} == {k: full[k] for k in COMPARED}
+    strip = lambda ln: {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}  # noqa: E731
+    assert [strip(x) for x in (run / "metrics.jsonl").read_text().splitlines()] == \
+        [strip(x) for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert not (tmp_path / "outputs").exists()  # resume=<dir> left no timestamped dir
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    run = tmp_path / "run"
+    p = start_and_wait(run, tmp_path, 20)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "resume with: genexp train" in err
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "interrupted" and record["signal"] == "SIGINT"
+    assert checkpoint_step(run) == record["step"]
 
 
 def test_resume_path_and_missing_checkpoint(tmp_path):
@@ -91,15 +148,16 @@ def test_failed_run_in_sweep_does_not_stop_others(tmp_path, launcher):
     assert "1" in (tmp_path / "outputs" / "table.csv").read_text().splitlines()[1].split(",")
 
 
-def test_sweep_into_a_used_dir_is_refused_and_exits_1(tmp_path):
+def test_sweep_resumed_in_its_dir_changes_nothing_when_complete(tmp_path):
+    # A requeued sweep reruns with resume=true: complete runs say so, multirun.yaml stays as it was.
     sweep = ["-m", "seed=0,1", "steps=4", "eval_every=2", "progress=false", f"hydra.sweep.dir={tmp_path / 'sw'}"]
     assert genexp("train", *sweep, cwd=tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in sorted((tmp_path / "sw").rglob("*")) if p.is_file()}
-    again = genexp("train", *sweep, cwd=tmp_path)
-    assert again.returncode == 1 and again.stderr.count("already holds a run") == 2, again.stderr
+    again = genexp("train", *sweep, "resume=true", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("already complete") == 2, again.stderr
     assert "Traceback" not in again.stderr
-    after = {p: p.read_bytes() for p in sorted((tmp_path / "sw").rglob("*")) if p.is_file() and p.suffix != ".log"}
-    assert after == {p: b for p, b in before.items() if p.suffix != ".log"}  # Hydra appends to its own job logs
+    after = {p: p.read_bytes() for p in sorted((tmp_path / "sw").rglob("*")) if p.is_file()}
+    assert after == before
     assert not list((tmp_path / "sw").rglob("error.log"))
 
 
