@@ -31,8 +31,12 @@ from genexp.records import atomic_write_text
 DEFAULT_BY = "dataset,model,method,labels"
 DEFAULT_ROWS = "dataset,model,method"
 DEFAULT_COLS = "labels"
-# Keys that make runs different experiments: pooling across them in one cell gets a warning.
+# Keys that make runs different experiments, from result.json (runs without config.yaml too).
 IDENTITY_KEYS = ("dataset", "model", "method", "labels", "steps")
+# Resolved-config keys that say how a run ran, not what it is: runs may differ in them (and in
+# the seed) and still share a cell. Every other key of config.yaml must agree within a cell.
+HOW_TO_RUN_KEYS = {"seed", "progress", "device", "cpu_threads", "resume", "checkpoint_every", "compile", "tag",
+                   "experiment_name"}
 PERCENT_METRICS = {"test_acc", "val_acc", "test_acc_final", "val_acc_final", "train_acc_final"}
 BUILTIN_REFERENCES = Path(__file__).with_name("references.yaml")
 FORMATS = ("md", "csv", "latex")
@@ -98,10 +102,77 @@ def load_results(dirs: list[Path]) -> list[dict[str, Any]]:
                 r = json.loads(path.read_text())
                 if not isinstance(r, dict):
                     raise ValueError("not a JSON object")
-                results.append(r | {"_path": str(path.parent)})
+                results.append(r | {"_path": str(path.parent), "_config": _flat_config(path.parent / "config.yaml")})
             except (OSError, ValueError):
                 results.append({"status": "unreadable", "_path": str(path.parent)})
     return results
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    else:
+        out[prefix] = node if isinstance(node, str) else json.dumps(node)
+
+
+def _flat_config(path: Path) -> dict[str, str]:
+    """The run's resolved config.yaml as dotted keys (optim.lr, method.eps, dataset.path): {} if none."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        _flatten(data, "", out)
+    return out
+
+
+def field_value(r: dict[str, Any], key: str) -> str:
+    """A run's value for a table key: a result.json key, else any resolved config key."""
+    if key in r and not key.startswith("_"):
+        return str(r[key])
+    return (r.get("_config") or {}).get(key, "?")
+
+
+def has_key(r: dict[str, Any], key: str) -> bool:
+    return (key in r and not key.startswith("_")) or key in (r.get("_config") or {})
+
+
+def differing_keys(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """Keys (beyond `keys` and the seed) in which runs grouped into one cell by `keys` differ.
+
+    Adding them to the keys leaves every cell with runs that agree on everything but the seed.
+    A group's `name` key is reported as the group (method.name -> method) and, when the group
+    differs, its other keys are left to the regrouped pass.
+    """
+    readable = [r for r in results if r.get("status") != "unreadable"]
+    extra: list[str] = []
+    for pass_ in ("identity", "config"):
+        cells: dict[tuple, list[dict]] = defaultdict(list)
+        for r in readable:
+            cells[tuple(field_value(r, k) for k in keys + extra)].append(r)
+        found: set[str] = set()
+        for runs in cells.values():
+            if len(runs) < 2:
+                continue
+            if pass_ == "identity":
+                candidates = set(IDENTITY_KEYS)
+            else:
+                candidates = {k for r in runs if r.get("_config") for k in r["_config"]}
+            for k in candidates - set(keys) - set(extra) - HOW_TO_RUN_KEYS:
+                if k.endswith(".name") and k[:-5] in IDENTITY_KEYS:
+                    k = k[:-5]
+                    if k in keys or k in extra:
+                        continue
+                values = {field_value(r, k) for r in runs if pass_ == "identity" and k in r or
+                          pass_ == "config" and r.get("_config")}
+                if len(values) > 1:
+                    found.add(k)
+        extra += sorted(found, key=lambda k: (k.count("."), k))
+    return extra
 
 
 def _sort_key(v: str) -> tuple:
@@ -176,7 +247,7 @@ class Cell:
 def group(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> dict[tuple[str, ...], Cell]:
     cells: dict[tuple[str, ...], Cell] = defaultdict(Cell)
     for r in results:
-        cells[tuple(str(r.get(k, "?")) for k in keys)].add(r, metric)
+        cells[tuple(field_value(r, k) for k in keys)].add(r, metric)
     return dict(cells)
 
 
@@ -197,10 +268,11 @@ def check_inputs(results: list[dict[str, Any]], keys: list[str], metric: Metric)
     """Raise on keys or a metric no run has; return warnings (pooled experiments, duplicate seeds)."""
     readable = [r for r in results if r.get("status") != "unreadable"]
     for k in keys:
-        if readable and not any(k in r for r in readable):
+        if readable and not any(has_key(r, k) for r in readable):
             known = sorted({k2 for r in readable for k2, v in r.items()
                             if not k2.startswith("_") and isinstance(v, (str, int)) and not isinstance(v, bool)})
-            raise GenexpError(f"no run has the key {k!r}: group by some of {', '.join(known)}")
+            raise GenexpError(f"no run has the key {k!r}: group by some of {', '.join(known)}, or any key of "
+                              f"the runs' config.yaml (optim.lr, method.eps, dataset.path, ...)")
     completed = [r for r in readable if r.get("status") == "completed"]
     if completed and not any(metric.value(r) is not None for r in completed):
         numeric = sorted({k for r in completed for k, v in r.items()
@@ -210,9 +282,6 @@ def check_inputs(results: list[dict[str, Any]], keys: list[str], metric: Metric)
                           f"{', '.join(numeric)}{extra}")
     warnings = [f"unreadable result.json in {r['_path']} (counted as incomplete)"
                 for r in results if r.get("status") == "unreadable"]
-    for k in IDENTITY_KEYS:
-        if k not in keys and len({str(r.get(k)) for r in readable if k in r}) > 1:
-            warnings.append(f"runs with different {k} are pooled in the same cells: add {k} to the table keys")
     for key, c in group(results, keys, metric).items():
         dup = sorted({s for s in c.seeds if c.seeds.count(s) > 1})
         if dup and dup != ["None"]:
@@ -332,7 +401,7 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
                 refs: list[Reference], precision: int) -> Table:
     """Rows × columns of cells; row keys constant over every run go to the caption."""
     readable = [r for r in results if r.get("status") != "unreadable"]
-    constant = [k for k in rows if len({str(r.get(k, "?")) for r in readable}) == 1] if readable else []
+    constant = [k for k in rows if len({field_value(r, k) for r in readable}) == 1] if readable else []
     shown = [k for k in rows if k not in constant] or rows[-1:]
     constant = [k for k in constant if k not in shown]
     cells = group(results, shown + cols, metric)
@@ -360,7 +429,7 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
                 label += f" = {text} at {ref.labels} labels"
             out_rows.append(Row([label], texts, [False] * len(texts), published=True))
 
-    const_vals = [f"{k}={readable[0].get(k)}" for k in constant] if readable else []
+    const_vals = [f"{k}={field_value(readable[0], k)}" for k in constant] if readable else []
     caption = "; ".join(filter(None, [
         f"rows: {' / '.join(shown)}, columns: {' / '.join(cols)}",
         "mean ± sample std over seeds (n = completed runs; failed/incomplete runs counted, not averaged)",
@@ -603,11 +672,23 @@ def main(argv: list[str]) -> int:
                               f"a key is either a row or a column")
         refs = load_references(ref) if (ref := resolve_reference(args.reference)) else []
         results = load_results(args.dirs)
+        split_warnings: list[str] = []
         if not results:
             raise GenexpError(f"no result.json under {', '.join(map(str, args.dirs))}: run genexp train first")
+        # A cell holds only runs whose configs agree except for the seed: runs that differ in
+        # another key get rows of their own, keyed by it.
+        split_keys: list[str] = []
+        for keys, grouped, shown in ((rows, rows + cols, layout != "flat"), (by, by, layout != "pivot")):
+            split = differing_keys(results, grouped) if shown else []
+            keys += split
+            split_keys += [k for k in split if k not in split_keys]
+        if split_keys:
+            split_warnings.append(f"runs differ in {', '.join(split_keys)} (not only in seed): shown as separate "
+                                  f"rows keyed by {'them' if len(split_keys) > 1 else 'it'} (--rows/--by choose "
+                                  f"the keys; any config key works, e.g. optim.lr)")
         tidy_keys = by if layout != "pivot" else rows + cols
         used = tidy_keys + (rows + cols if layout == "both" else [])
-        warnings = check_inputs(results, list(dict.fromkeys(used)), metric)
+        warnings = split_warnings + check_inputs(results, list(dict.fromkeys(used)), metric)
     except GenexpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

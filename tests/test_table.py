@@ -167,9 +167,10 @@ def test_unreadable_and_pooled_runs_are_reported(runs, capsys):
     write_run(runs, "none_l20_long", method="none", labels=20, seed=5, test_acc=0.5, steps=999)
     rc, out, err = run_table(capsys, runs)
     assert rc == 0
-    assert "unreadable result.json" in err and "different steps are pooled" in err
+    assert "unreadable result.json" in err and "runs differ in steps" in err
     md = (runs / "table.md").read_text()
-    assert "n=4" in md_row(md, "none")[1]  # the 999-step run is counted (and warned about), not dropped
+    # The 999-step run is a different experiment: a row of its own, never pooled with the 100-step runs.
+    assert md_row(md, "none / 100")[1] == "82.00 ± 2.00 (n=3)" and md_row(md, "none / 999")[1] == "50.00 (n=1)"
     assert "1 incomplete" in md  # the unreadable run shows up as incomplete, not silently dropped
 
 
@@ -202,3 +203,43 @@ def test_cli_bad_dir_through_genexp(tmp_path):
                                          ("step_time_ms", False), ("wall_time_s", False)])
 def test_which_direction_is_best(name, higher):
     assert table.parse_metric(name).higher_is_better is higher
+
+
+def write_configured_run(root, name, seed, acc, lr=0.001, eps=8.0, path=None):
+    """A run as genexp records it: result.json beside its resolved config.yaml."""
+    import yaml
+
+    d = write_run(root, name, method="vat", labels=20, seed=seed, test_acc=acc, val_acc=acc,
+                  dataset="npz" if path else "digits")
+    config = {"seed": seed, "labels": 20, "steps": 100, "device": "cpu", "progress": False,
+              "dataset": {"name": "npz" if path else "digits", "path": path},
+              "method": {"name": "vat", "eps": eps, "xi": 1e-6}, "optim": {"lr": lr, "weight_decay": 0.0}}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_runs_with_different_configs_are_never_pooled(tmp_path, capsys):
+    # Issue 14: two sweeps of method=vat (one with eps=50, lr=0.05) used to land in one cell.
+    root = tmp_path / "outputs"
+    for seed, acc in enumerate((0.80, 0.82)):
+        write_configured_run(root, f"default_s{seed}", seed, acc)
+    write_configured_run(root, "tuned_s0", 0, 0.95, lr=0.05, eps=50.0)
+    rc, out, err = run_table(capsys, root, "--layout", "pivot")
+    assert rc == 0, err
+    assert "runs differ in method.eps, optim.lr" in err
+    md = (root / "table.md").read_text()
+    assert md_row(md, "8.0 / 0.001")[1] == "81.00 ± 1.41 (n=2)" and md_row(md, "50.0 / 0.05")[1] == "**95.00 (n=1)**"
+    # Any resolved config key groups: --by method,optim.lr
+    rc, out, err = run_table(capsys, root, "--by", "method,optim.lr,method.eps", "--out", root / "flat")
+    assert rc == 0 and "differ" not in err, err
+    rows = {(r["optim.lr"], r["n"]) for r in csv.DictReader(io.StringIO((root / "flat.csv").read_text()))}
+    assert rows == {("0.001", "2"), ("0.05", "1")}
+    # Two different npz files never pool under "npz".
+    npz = tmp_path / "npz"
+    write_configured_run(npz, "a", 0, 0.7, path="/data/a.npz")
+    write_configured_run(npz, "b", 1, 0.6, path="/data/b.npz")
+    rc, out, err = run_table(capsys, npz, "--by", "dataset.path", "--out", npz / "t")
+    assert rc == 0 and "differ" not in err, err
+    rc, out, err = run_table(capsys, npz, "--layout", "flat")
+    assert rc == 0 and "runs differ in dataset.path" in err
+    rows = list(csv.DictReader(io.StringIO((npz / "table.csv").read_text())))
+    assert sorted((r["dataset.path"], r["n"]) for r in rows) == [("/data/a.npz", "1"), ("/data/b.npz", "1")]
