@@ -37,7 +37,11 @@ def one_error_line(p: subprocess.CompletedProcess) -> str:
 def done_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("done")
     run = root / "run"
-    p = genexp("train", *TINY, f"hydra.run.dir={run}", cwd=root)
+    old = os.umask(0o022)
+    try:
+        p = genexp("train", *TINY, f"hydra.run.dir={run}", cwd=root)
+    finally:
+        os.umask(old)
     assert p.returncode == 0, p.stderr
     return run
 
@@ -126,3 +130,23 @@ def test_non_finite_and_mistyped_values_are_input_errors(in_process, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and key in err[0] and "lower optim.lr" not in err[0], err
     assert list(tmp_path.iterdir()) == []  # no run dir, no outputs/
+
+
+# 7 -------------------------------------------------------------------------------------------
+
+def test_records_and_tables_follow_the_umask(done_run, tmp_path, capsys):
+    from genexp import table
+    from genexp.records import atomic_write_json
+
+    # result.json of a real run made under umask 022: readable by others, like config.yaml
+    assert (done_run / "result.json").stat().st_mode & 0o777 == 0o644
+    assert (done_run / "config.yaml").stat().st_mode & 0o777 == 0o644
+    old = os.umask(0o027)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        assert table.main([str(done_run), "--format", "all", "--out", str(tmp_path / "t")]) == 0
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    for name in ("r.json", "t.md", "t.csv", "t.tex"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
