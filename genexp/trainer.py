@@ -72,8 +72,10 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor, mask: Tensor | None, amp: Any,
-             preprocess: Any = None, d: Dist | None = None, batch_size: int = 1024) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode; under torchrun each rank scores a shard."""
+             preprocess: Any = None, d: Dist | None = None, batch_size: int = 1024,
+             on_batch: Any = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; under torchrun each rank scores a shard.
+    `on_batch(done, total)` reports progress (examples of this rank's shard)."""
     d = d or Dist()
     was_training = model.training
     model.eval()
@@ -86,6 +88,8 @@ def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor, mask: Tensor | None, 
             logits = model(xb, None if mask is None else mask[j])
         correct += (logits.argmax(-1) == y[j]).sum()
         loss += F.cross_entropy(logits.float(), y[j], reduction="sum")
+        if on_batch is not None:
+            on_batch(min(i + batch_size, len(idx)), len(idx))
     model.train(was_training)
     totals = distributed.all_sum(torch.stack([correct, loss]), d)
     n = max(len(y), 1)
@@ -344,8 +348,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         default = ema.module if ema is not None else model
         eval_model = method.eval_model(model) or default
         distributed.average_buffers(eval_model, d)
-        val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp, data.preprocess, d)
-        test_acc, test_loss = evaluate(eval_model, x_test, y_test, mask_test, amp, data.preprocess, d)
+        val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp, data.preprocess, d,
+                                     on_batch=lambda i, n: progress.evaluating("val", i, n))
+        test_acc, test_loss = evaluate(eval_model, x_test, y_test, mask_test, amp, data.preprocess, d,
+                                       on_batch=lambda i, n: progress.evaluating("test", i, n))
         last = {"step": done, "lr": scheduler.get_last_lr()[0], "train_acc": train_acc,
                 **{f"train_{k}": v for k, v in train_loss.items()}, "val_acc": val_acc, "val_loss": val_loss,
                 "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - started}

@@ -40,6 +40,12 @@ def test_train_writes_complete_records(tmp_path):
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["loop"]["step"] == 20 and "model" in ckpt and "optimizer" in ckpt and "rng" in ckpt
     assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
+    # A finished run ends with one summary line: test acc at best val, final, wall time, run dir.
+    summary = [ln for ln in p.stdout.splitlines() if ln.startswith("done: ")]
+    assert len(summary) == 1, p.stdout
+    assert f"test acc {100 * result['test_acc']:.2f}% at best val" in summary[0]
+    assert f"final {100 * result['test_acc_final']:.2f}%" in summary[0] and "wall 0:0" in summary[0]
+    assert summary[0].endswith(f"run dir {run_dir}")
 
 
 def test_same_split_seed_same_split_across_methods(tmp_path):
@@ -56,6 +62,10 @@ def test_multirun_sweep_and_table(tmp_path):
     results = results_under(tmp_path / "outputs" / "multirun")
     assert sorted((r["method"], r["seed"]) for r in results) == [("none", 0), ("none", 1), ("vat", 0), ("vat", 1)]
     assert all(r["status"] == "completed" for r in results)
+    # The sweep ends with its dir, the counts and the table command to run.
+    sweep_dir = next((tmp_path / "outputs" / "multirun").iterdir())
+    last = p.stdout.strip().splitlines()[-1]
+    assert last == f"sweep {sweep_dir}: 4 completed, 0 failed; table: genexp table {sweep_dir}", p.stdout
     t = genexp("table", "outputs", cwd=tmp_path)
     assert t.returncode == 0, t.stderr
     md = (tmp_path / "outputs" / "table.md").read_text()

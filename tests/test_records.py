@@ -150,3 +150,28 @@ def test_records_and_tables_follow_the_umask(done_run, tmp_path, capsys):
     capsys.readouterr()
     for name in ("r.json", "t.md", "t.csv", "t.tex"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+
+
+# 8 -------------------------------------------------------------------------------------------
+
+def test_progress_bar_is_one_readable_line_at_80_columns():
+    import io
+
+    from rich.console import Console
+
+    from genexp.progress import TrainProgress
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None, legacy_windows=False)
+    bar = TrainProgress(15000, console=console)
+    bar.update(12000, loss=0.123456, train_acc=0.95, val_acc=0.9012, test_acc=0.9123)
+    with console.capture() as cap:
+        console.print(bar.progress.get_renderable())
+    rows = [ln for ln in cap.get().splitlines() if ln.strip()]
+    assert len(rows) == 1 and len(rows[0]) <= 80, rows
+    assert "12000/15000" in rows[0] and "val 90.1" in rows[0] and "test 91.2" in rows[0]
+    bar.evaluating("test", 20480, 25000)
+    with console.capture() as cap:
+        console.print(bar.progress.get_renderable())
+    rows = [ln for ln in cap.get().splitlines() if ln.strip()]
+    assert len(rows) == 1 and "eval test 20480/25000" in rows[0]
