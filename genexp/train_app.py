@@ -169,8 +169,9 @@ def fmt_acc(v: object) -> str:
 
 def summary_line(result: dict, run_dir: Path) -> str:
     wall = int(round(result.get("wall_time_s") or 0))
-    return (f"done: test acc {fmt_acc(result.get('test_acc'))} at best val (step {result.get('best_step')}, "
-            f"val {fmt_acc(result.get('val_acc'))}), final {fmt_acc(result.get('test_acc_final'))}, "
+    at = f"at best val (step {result.get('best_step')}, val {fmt_acc(result.get('val_acc'))})" \
+        if result.get("selection", "best_val") == "best_val" else "at the final step (no validation set)"
+    return (f"done: test acc {fmt_acc(result.get('test_acc'))} {at}, final {fmt_acc(result.get('test_acc_final'))}, "
             f"wall {wall // 3600}:{wall % 3600 // 60:02d}:{wall % 60:02d}, run dir {run_dir}")
 
 

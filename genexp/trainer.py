@@ -254,7 +254,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     mask = None if data.mask_train is None else data.mask_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     mask_test = None if data.mask_test is None else data.mask_test.to(device)
-    val_idx = torch.as_tensor(split.val, device=device)
+    has_val = len(split.val) > 0
+    val_idx = torch.as_tensor(split.val, device=device, dtype=torch.long)
     x_val, y_val = x[val_idx], y[val_idx]
     mask_val = None if mask is None else mask[val_idx]
 
@@ -348,8 +349,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         default = ema.module if ema is not None else model
         eval_model = method.eval_model(model) or default
         distributed.average_buffers(eval_model, d)
-        val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp, data.preprocess, d,
-                                     on_batch=lambda i, n: progress.evaluating("val", i, n))
+        val_acc, val_loss = None, None  # no validation set (dataset.val_size=0): the final step is "best"
+        if has_val:
+            val_acc, val_loss = evaluate(eval_model, x_val, y_val, mask_val, amp, data.preprocess, d,
+                                         on_batch=lambda i, n: progress.evaluating("val", i, n))
         test_acc, test_loss = evaluate(eval_model, x_test, y_test, mask_test, amp, data.preprocess, d,
                                        on_batch=lambda i, n: progress.evaluating("test", i, n))
         last = {"step": done, "lr": scheduler.get_last_lr()[0], "train_acc": train_acc,
@@ -359,12 +362,15 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         if d.is_main:
             append_jsonl(metrics_path, last)
             for k, v in last.items():
-                if k != "step":
+                if k != "step" and v is not None:
                     writer.add_scalar(k, v, done)
-        if val_acc > st["best"]["val_acc"]:
+        if not has_val:
+            st["best"] = {"val_acc": None, "test_acc": test_acc, "step": done}
+        elif val_acc > st["best"]["val_acc"]:
             st["best"] = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
             st["best_state"] = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
-        progress.update(done, loss=train_loss["loss"], train_acc=train_acc, val_acc=val_acc, test_acc=test_acc)
+        shown = {"val_acc": val_acc} if has_val else {}
+        progress.update(done, loss=train_loss["loss"], train_acc=train_acc, **shown, test_acc=test_acc)
         st["sums"], st["correct"], st["seen"] = {}, 0.0, 0
 
     def stopping(done: int) -> bool:
@@ -413,7 +419,11 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
 
     best, last = st["best"], st["last"]
     return {**base, "status": "completed", "val_acc": best["val_acc"], "test_acc": best["test_acc"],
-            "best_step": best["step"], "val_acc_final": last["val_acc"], "test_acc_final": last["test_acc"],
+            "best_step": best["step"],
+            # What test_acc is: at the step of best validation accuracy, or, without a validation
+            # set (dataset.val_size=0), at the final step.
+            "selection": "best_val" if has_val else "final (dataset.val_size=0: no validation set)",
+            "val_acc_final": last["val_acc"], "test_acc_final": last["test_acc"],
             "train_acc_final": last["train_acc"],
             # The method's training terms over the last interval (train_sup, train_vat, ...): `genexp table
             # --metric train_consistency_final` compares them across runs.

@@ -175,3 +175,17 @@ def test_progress_bar_is_one_readable_line_at_80_columns():
         console.print(bar.progress.get_renderable())
     rows = [ln for ln in cap.get().splitlines() if ln.strip()]
     assert len(rows) == 1 and "eval test 20480/25000" in rows[0]
+
+
+# 3 -------------------------------------------------------------------------------------------
+
+def test_without_validation_best_is_defined_as_final_and_recorded(in_process, tmp_path, capsys):
+    # dataset.val_size=0 used to record val_acc 0.0 and the first evaluation's test_acc as "best".
+    assert in_process("steps=6", "eval_every=2", "progress=false", "cpu_threads=1", "dataset.val_size=0",
+                      f"hydra.run.dir={tmp_path / 'r'}") == 0
+    r = json.loads((tmp_path / "r" / "result.json").read_text())
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert r["n_val"] == 0 and r["val_acc"] is None and all(x["val_acc"] is None for x in lines)
+    assert r["selection"].startswith("final") and r["best_step"] == 6
+    assert r["test_acc"] == r["test_acc_final"] == lines[-1]["test_acc"]
+    assert "at the final step (no validation set)" in capsys.readouterr().out
