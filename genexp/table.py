@@ -293,6 +293,10 @@ def check_inputs(results: list[dict[str, Any]], keys: list[str], metric: Metric)
 # --------------------------------------------------------------------------- references
 
 
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 @dataclass
 class Reference:
     source: str
@@ -306,6 +310,14 @@ class Reference:
     setting: str = ""
     names: dict[str, str] = field(default_factory=dict)
     number: int = 0  # [n] in the table's source list
+    genexp_dataset: list[str] = field(default_factory=list)  # genexp dataset names it is context for
+
+    def for_datasets(self, datasets: set[str]) -> bool:
+        """Whether the figure belongs beside runs on `datasets`: its `genexp_dataset` list, else its
+        `dataset`, matched case- and punctuation-insensitively (MNIST ~ mnist, CIFAR-10 ~ cifar10).
+        An entry that names no dataset is always shown."""
+        names = self.genexp_dataset or ([self.dataset] if self.dataset else [])
+        return not names or bool({_norm(n) for n in names} & {_norm(d) for d in datasets})
 
     def describe(self) -> str:
         return ", ".join(x for x in (self.dataset, self.model, f"{self.labels} labels" if self.labels else "") if x)
@@ -353,8 +365,15 @@ def load_references(path: Path) -> list[Reference]:
                               values={str(k): float(v) for k, v in values.items()},
                               dataset=str(e.get("dataset", "")), model=str(e.get("model", "")),
                               labels=str(e.get("labels", "")), setting=str(e.get("setting", "")),
-                              names={str(k): str(v) for k, v in (e.get("names") or {}).items()}, number=i))
+                              names={str(k): str(v) for k, v in (e.get("names") or {}).items()}, number=i,
+                              genexp_dataset=_as_list(e.get("genexp_dataset"))))
     return refs
+
+
+def _as_list(v: Any) -> list[str]:
+    if v is None:
+        return []
+    return [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
 
 
 def resolve_reference(arg: str | None) -> Path | None:
@@ -675,6 +694,14 @@ def main(argv: list[str]) -> int:
         split_warnings: list[str] = []
         if not results:
             raise GenexpError(f"no result.json under {', '.join(map(str, args.dirs))}: run genexp train first")
+        # Published figures only beside runs on the datasets they are context for.
+        datasets = {field_value(r, "dataset") for r in results if r.get("status") != "unreadable"}
+        hidden = [r for r in refs if not r.for_datasets(datasets)]
+        refs = [r for r in refs if r.for_datasets(datasets)]
+        if hidden:
+            print(f"note: {len(hidden)} published figure set(s) for other datasets not shown "
+                  f"({', '.join(dict.fromkeys(r.dataset or r.short for r in hidden))}); a reference's "
+                  f"genexp_dataset: list says which genexp datasets it belongs to", file=sys.stderr)
         # A cell holds only runs whose configs agree except for the seed: runs that differ in
         # another key get rows of their own, keyed by it.
         split_keys: list[str] = []

@@ -100,11 +100,13 @@ def test_flat_layout_with_by(runs, capsys):
 
 
 def test_builtin_references_shown_as_labelled_rows(runs, capsys):
+    for name, dataset, labels in (("c", "cifar10", 4000), ("t", "tweets", 200), ("i", "imdb", 25000)):
+        write_run(runs, name, dataset=dataset, method="vat", labels=labels, seed=0, test_acc=0.5)
     rc, out, err = run_table(capsys, runs, "--reference", "builtin", "--metric", "test_err", "--format", "all")
     assert rc == 0, err
     md = (runs / "table.md").read_text()
     row = md_row(md, "*published [2]: vat (CIFAR-10)*")
-    assert "13.86" in row and md_row(md, "method")[row.index("13.86")] == "4000 labels"
+    assert "13.86" in row and md_row(md, "dataset / method")[row.index("13.86")] == "4000 labels"
     assert "13.13" in md_row(md, "*published [2]: vat_entmin (CIFAR-10)*")
     assert "20.26" in md_row(md, "*published [2]: none (CIFAR-10)*")
     # 7466 publishes accuracies: shown as errors in a test_err table, 100 - 90.37
@@ -243,3 +245,27 @@ def test_runs_with_different_configs_are_never_pooled(tmp_path, capsys):
     assert rc == 0 and "runs differ in dataset.path" in err
     rows = list(csv.DictReader(io.StringIO((npz / "table.csv").read_text())))
     assert sorted((r["dataset.path"], r["n"]) for r in rows) == [("/data/a.npz", "1"), ("/data/b.npz", "1")]
+
+
+def test_references_only_for_the_tables_datasets(runs, tmp_path, capsys):
+    # A digits table gets no CIFAR-10 / IMDB / Chinese-sentiment rows (it used to get all three).
+    rc, out, err = run_table(capsys, runs, "--reference", "builtin")
+    assert rc == 0, err
+    md = (runs / "table.md").read_text()
+    assert "published" not in md and "CIFAR-10" not in md and "3 published figure set(s) for other datasets" in err
+    # Matched ignoring case and punctuation (dataset: MNIST ~ genexp's mnist), or by genexp_dataset.
+    ref = tmp_path / "ref.yaml"
+    ref.write_text("references:\n"
+                   "  - {source: A, url: https://a.org, dataset: MNIST, labels: 100, metric: test_err, values: {vat: 1.4}}\n"
+                   "  - {source: B, url: https://b.org, dataset: Tweets (English), genexp_dataset: [tweets],"
+                   " labels: 200, metric: test_acc, values: {vat: 80.0}}\n"
+                   "  - {source: C, url: https://c.org, dataset: CIFAR-10, labels: 4000, metric: test_err,"
+                   " values: {vat: 13.9}}\n")
+    other = tmp_path / "other"
+    write_run(other, "m", dataset="mnist", method="vat", labels=100, seed=0, test_acc=0.98)
+    write_run(other, "t", dataset="tweets", method="vat", labels=200, seed=0, test_acc=0.8)
+    rc, out, err = run_table(capsys, other, "--reference", ref, "--layout", "pivot")
+    assert rc == 0, err
+    md = (other / "table.md").read_text()
+    assert "published [1]: vat (MNIST)" in md and "published [2]: vat (Tweets (English))" in md
+    assert "CIFAR-10" not in md and "1 published figure set(s) for other datasets not shown (CIFAR-10)" in err
