@@ -225,6 +225,17 @@ def main(argv: list[str]) -> int:
         completed = [r for r in results if r.get("status") == "completed"]
         if completed and not any(metric.value(r) is not None for r in completed):
             raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric test_acc or test_err")
+        # A curve key no run's metrics.jsonl holds is a typo, not an empty panel to skip silently.
+        logged: set[str] = set()
+        for r in results:
+            if r.get("status") != "unreadable" and "_path" in r:
+                for rec in read_metrics(Path(r["_path"])):
+                    logged.update(k for k, v in rec.items() if isinstance(v, (int, float)) and k != "step")
+        unknown = [k for k in keys if k not in logged]
+        if logged and unknown:
+            raise GenexpError(f"--curves {','.join(unknown)}: no run's metrics.jsonl has "
+                              f"{'this key' if len(unknown) == 1 else 'these keys'}: use some of "
+                              f"{', '.join(sorted(logged))}")
     except GenexpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

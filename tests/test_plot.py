@@ -81,3 +81,12 @@ def test_curves_of_chosen_metrics_keys(tmp_path, capsys):
     assert "curves_digits_mlp_l20_test_acc.png" in pngs(out)
     assert plot.main([str(tmp_path / "runs"), "--curves", " , "]) == 2
     assert "--curves is empty" in capsys.readouterr().err
+
+
+def test_unknown_curve_key_is_refused(tmp_path, capsys):
+    # Issue 14: --curves nosuchkey used to skip the panel silently.
+    fabricate(tmp_path / "runs")
+    assert plot.main([str(tmp_path / "runs"), "--curves", "val_acc,nosuchkey"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --curves nosuchkey") and "test_acc" in err[0]
+    assert not (tmp_path / "runs" / "plots").exists()
