@@ -504,3 +504,24 @@ def test_user_files_train_end_to_end(cli_runs, case):
         assert result["n_test"] == 15 and len(split["unlabeled"]) >= 18
     if case == "ok_npz_test":
         assert result["n_test"] == 9
+
+
+def test_stray_label_and_missing_text_are_refused(tmp_path):
+    # Issue 14: a stray 99 among labels 0..9 silently became an 11th class; a jsonl row without
+    # its text silently trained as an empty string.
+    from genexp.data.textfile import load_text
+    from genexp.data.userdata import encode_labels
+
+    labels = [i % 10 for i in range(300)]
+    y, _, names = encode_labels(labels, None, "dataset.path (y)")
+    assert names == [str(i) for i in range(10)]
+    with pytest.raises(GenexpError, match=r"the label 99 \(1 row\(s\), first row 7\).*0\.\.9.*stray"):
+        encode_labels(labels[:7] + [99] + labels[8:], None, "dataset.path (y)")
+    # Labels that are not consecutive but each have real support stay classes.
+    assert encode_labels([0, 1, 5] * 20, None, "k")[2] == ["0", "1", "5"]
+    rows = [{"text": f"text {i}", "label": i % 2} for i in range(20)]
+    rows[4] = {"label": 1}
+    rows[9] = {"text": None, "label": 0}
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(GenexpError, match=r"2 of 20 rows have no 'text' \(first: row 5\)"):
+        load_text(str(tmp_path / "t.jsonl"))

@@ -34,8 +34,13 @@ def read_texts(path: Path, key: str, text_column: str, label_column: str, sep: s
         df = read_table(path, key, sep)
     require_columns(df, [text_column], key, "dataset.text_column")
     require_columns(df, [label_column], key, "dataset.label_column")
-    texts = ["" if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t) for t in df[text_column]]
-    return texts, df[label_column].tolist()
+    raw = df[text_column].tolist()
+    missing = [i for i, t in enumerate(raw) if t is None or (isinstance(t, float) and np.isnan(t))]
+    if missing:
+        # A row without its text would train as an empty string: say so instead.
+        raise GenexpError(f"{key}={path}: {len(missing)} of {len(raw)} rows have no {text_column!r} (first: row "
+                          f"{missing[0] + 1}): give every row a text, or remove those rows")
+    return [str(t) for t in raw], df[label_column].tolist()
 
 
 def _looks_like_lines(path: Path) -> bool:

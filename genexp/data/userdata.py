@@ -83,6 +83,8 @@ def encode_labels(train: Sequence[Any], test: Sequence[Any] | None, key: str
 
     tr = [norm(v) for v in train]
     classes = sorted({v for v in tr if v is not None})
+    if numeric:
+        _refuse_stray_labels(tr, classes, key)
     if len(classes) < 2:
         found = f"only the class {classes[0]!r}" if classes else "no labelled rows"
         raise GenexpError(f"{key}: the training data has {found}; a classifier needs at least 2 classes: "
@@ -98,6 +100,26 @@ def encode_labels(train: Sequence[Any], test: Sequence[Any] | None, key: str
                               f"give training examples of every class")
         y_test = np.asarray([-1 if v is None else index[v] for v in te], dtype=np.int64)
     return y_train, y_test, [str(c) for c in classes]
+
+
+def _refuse_stray_labels(labels: list[Any], classes: list[int], key: str) -> None:
+    """Integer labels past a gap in the consecutive run from the smallest (0..9 and one 99) with
+    only a handful of rows are a typo, not a class: refuse rather than train an 11th class."""
+    run_end = classes[0]
+    while run_end + 1 in set(classes):
+        run_end += 1
+    if run_end == classes[-1]:
+        return
+    labelled = [v for v in labels if v is not None]
+    few = max(2, int(0.01 * len(labelled)))
+    counts = {c: labelled.count(c) for c in classes if c > run_end}
+    stray = sorted(c for c, n in counts.items() if n <= few)
+    if stray:
+        c = stray[0]
+        rows = [i for i, v in enumerate(labels) if v == c]
+        raise GenexpError(f"{key}: the label {c} ({counts[c]} row(s), first row {rows[0]}) lies outside the classes "
+                          f"{classes[0]}..{run_end} the other rows use: a stray label? fix those rows (or use -1 for "
+                          f"unlabelled rows)")
 
 
 def split_test(y: np.ndarray, test_fraction: float, test_seed: int, key: str = "dataset.test_fraction"
