@@ -319,6 +319,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=st["step"] or None)
 
     def checkpoint(done: int) -> None:
+        if "loss" in st["sums"]:  # never save a diverged state
+            total = distributed.all_sum(st["sums"]["loss"].detach().reshape(()), d)
+            if not math.isfinite(total.item()):
+                raise Diverged(f"loss became non-finite by step {done}; lower optim.lr or the method's weight")
         per_rank = [source.state_dict()]
         if d.enabled:
             per_rank = [None] * d.world
@@ -387,6 +391,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             stop.signum = int(flag.item())
         return bool(flag.item())
 
+    host_loss = device.type == "cpu" and not d.enabled
     model.train()
     interval_start = time.perf_counter()
     with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=st["step"]) as progress:
@@ -402,6 +407,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             st["correct"] = st["correct"] + (out.logits_l.argmax(-1) == batch.y_l).sum()
             st["seen"] += len(batch.y_l)
             done = step + 1
+            # On the CPU the loss is already in host memory: notice divergence at once (on a GPU, at
+            # the next checkpoint or evaluation, without a per-step synchronisation).
+            if host_loss and not math.isfinite(out.loss.item()):
+                raise Diverged(f"loss became non-finite at step {done}; lower optim.lr or the method's weight")
             progress.tick(done)
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 evaluate_and_log(done, interval_start)

@@ -189,3 +189,15 @@ def test_without_validation_best_is_defined_as_final_and_recorded(in_process, tm
     assert r["selection"].startswith("final") and r["best_step"] == 6
     assert r["test_acc"] == r["test_acc_final"] == lines[-1]["test_acc"]
     assert "at the final step (no validation set)" in capsys.readouterr().out
+
+
+# 9 -------------------------------------------------------------------------------------------
+
+def test_divergence_is_noticed_at_the_step_not_at_evaluation(in_process, tmp_path, capsys):
+    assert in_process("method=none", "optim=sgd", "optim.lr=1e12", "optim.schedule=constant", "steps=40",
+                      "eval_every=40", "checkpoint_every=40", "progress=false", "cpu_threads=1",
+                      f"hydra.run.dir={tmp_path / 'r'}") == 1
+    r = json.loads((tmp_path / "r" / "result.json").read_text())
+    step = int(r["reason"].split("at step ")[1].split(";")[0])
+    assert r["status"] == "failed" and "non-finite" in r["reason"] and step < 40
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
