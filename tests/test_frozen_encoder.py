@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,6 @@ import torch
 
 from genexp.data.dataset import Dataset
 from genexp.data.features import hf_features, pool
-from helpers import genexp
 
 WORDS = "a an the film movie good bad great awful fine boring fun love hate plot actor long short very not".split()
 TEXTS = ["a good film", "the movie was awful", "great fun", "boring plot , very long", "i love the actor",
@@ -209,22 +209,40 @@ def _data_ids() -> Dataset:
                    num_classes=2, mask_train=torch.ones_like(ids), mask_test=torch.ones_like(ids))
 
 
-def test_genexp_train_frozen_end_to_end(bert, tmp_path):
+def test_genexp_train_frozen_end_to_end(bert, tmp_path, monkeypatch):
+    """`genexp train -m` through the CLI entry point, in this process (a fresh interpreter would
+    spend most of the test importing torch): the first run builds the entry, the second reuses it."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from genexp import train_app
+    from genexp.cli import main
+
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][i % 2]}) + "\n"
                             for i, t in enumerate(TEXTS * 4)))
     cache = tmp_path / "cache"
-    p = genexp("train", "-m", "method=none,vat", "dataset=text", f"dataset.path={path}", "model=hf_encoder",
-               f"model.name_or_path={bert}", "model.freeze=true", "model.head_widths=[8]", "labels=6",
-               "steps=10", "eval_every=5", "batch_size=4", "unlabeled_batch_size=4", "progress=false",
-               "cpu_threads=1", "checkpoint_every=10", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path,
-               env={"GENEXP_CACHE": str(cache)})
-    assert p.returncode == 0, p.stderr
-    out = p.stdout + p.stderr
+    monkeypatch.setenv("GENEXP_CACHE", str(cache))  # the default model.cache_dir reads it
+    for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    try:
+        code = main(["train", "-m", "method=none,vat", "dataset=text", f"dataset.path={path}", "model=hf_encoder",
+                     f"model.name_or_path={bert}", "model.freeze=true", "model.head_widths=[8]", "labels=6",
+                     "steps=10", "eval_every=5", "batch_size=4", "unlabeled_batch_size=4", "progress=false",
+                     "cpu_threads=1", "checkpoint_every=10", f"hydra.sweep.dir={sweep}"])
+    except SystemExit as e:
+        code = e.code
+    finally:
+        GlobalHydra.instance().clear()
+    assert code in (0, None)
     (entry,) = _entries(cache / "features")
-    assert out.count(f"features: building cache entry {entry}") == 1
-    assert out.count(f"features: reusing cache entry {entry}") == 1
-    results = [json.loads(r.read_text()) for r in sorted((tmp_path / "sweep").rglob("result.json"))]
+    logs = [p.read_text() for p in sorted(sweep.glob("*/genexp.log"))]
+    assert len(logs) == 2
+    assert f"features: building cache entry {entry}" in logs[0] and "reusing" not in logs[0]
+    assert f"features: reusing cache entry {entry}" in logs[1] and "building" not in logs[1]
+    results = [json.loads(r.read_text()) for r in sorted(sweep.rglob("result.json"))]
     assert [(r["status"], r["method"], r["model"]) for r in results] == [
         ("completed", "none", "hf_encoder"), ("completed", "vat", "hf_encoder")]
     assert results[0]["n_params"] == 16 * 8 + 8 + 8 * 2 + 2
