@@ -52,8 +52,13 @@ def in_process(tmp_path, monkeypatch):
     from genexp import train_app
 
     for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # so that teardown restores the variable's absence (main() sets them)
+        monkeypatch.delenv(var)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
+    for name in ("FAILED_JOBS", "RESULTS"):
+        monkeypatch.setattr(train_app, name, [])
+    for name in ("SWEEP", "RESTORE"):
+        monkeypatch.setattr(train_app, name, {})
     monkeypatch.chdir(tmp_path)
 
     def run(*args: str) -> int:
