@@ -40,3 +40,12 @@ def test_cifar10_labels_uses_oliver_hyperparameters():
     assert (mt.optim.lr, mt.method.weight) == (4e-4, 8.0)
     assert run.method.eps == 6.0 and compose_train(["experiment=cifar10_labels", "method=vat_entmin"]).method.eps == 6.0
     assert compose_train(["method=vat"]).method.eps == 1.0  # vat_eps is the preset's, not a global default
+
+
+def test_mnist_labels_uses_miyato_2018_protocol():
+    run = compose_train(["experiment=mnist_labels", "method=vat"])
+    assert list(run.model.widths) == [1200, 600, 300, 150] and run.model.batchnorm and run.model.hidden_noise == 0.5
+    assert (run.batch_size, run.unlabeled_batch_size, run.optim.lr, run.optim.decay_rate, run.optim.decay_steps) == \
+        (100, 250, 0.002, 0.9, 500)
+    assert run.method.eps == 5.0 and run.dataset.val_size == 1000 and run.unlabeled_includes_labeled
+    assert compose_train(["experiment=mnist_labels", "method=vat_entmin"]).method.eps == 5.0
