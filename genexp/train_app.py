@@ -333,6 +333,20 @@ def finish_sweep() -> None:
 
 
 def main(args: list[str]) -> int:
+    # The environment variables set below are for this command only: an in-process caller (a test)
+    # gets its environment back, or a later subprocess would inherit HYDRA_FULL_ERROR=1 (tracebacks).
+    saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", TRACEBACK_ENV, SUBDIR_ENV)}
+    try:
+        return _main(args)
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _main(args: list[str]) -> int:
     sys.argv = ["genexp train", *args]
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         os.environ[TRACEBACK_ENV] = "1"
