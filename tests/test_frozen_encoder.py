@@ -246,3 +246,40 @@ def test_genexp_train_frozen_end_to_end(bert, tmp_path, monkeypatch):
     assert [(r["status"], r["method"], r["model"]) for r in results] == [
         ("completed", "none", "hf_encoder"), ("completed", "vat", "hf_encoder")]
     assert results[0]["n_params"] == 16 * 8 + 8 + 8 * 2 + 2
+
+
+def test_standardize_is_fitted_on_training_features_only():
+    from genexp.models.frozen import standardize
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(50, 6, generator=g) * torch.tensor([1.0, 2.0, 0.1, 5.0, 1.0, 1.0]) + 3.0
+    train[:, 4] = 0.25  # a dimension constant on the training set (MiniLM has one)
+    test = torch.randn(7, 6, generator=g)
+    z_train, z_test = standardize(train, test)
+    assert torch.allclose(z_train.mean(0), torch.zeros(6), atol=1e-5)
+    assert torch.all(z_train[:, 4] == 0) and torch.isfinite(z_test).all()
+    # per-dimension std 1/sqrt(D): the mean squared norm of a feature is 1 (vat_eps keeps its unit-norm scale)
+    assert torch.allclose(z_train.std(0)[[0, 1, 2, 3, 5]], torch.full((5,), 6 ** -0.5), atol=1e-5)
+    assert abs(float(z_train.pow(2).sum(1).mean()) - 5 / 6 * 49 / 50) < 1e-4
+    # the test split is mapped with the training statistics and never enters them
+    assert torch.equal(standardize(train, test * 100)[0], z_train)
+    _, one = standardize(train, train[:3])
+    assert torch.allclose(one, z_train[:3])
+
+
+def test_standardize_key_applies_after_the_cache(bert, tmp_path):
+    from genexp.build import build_dataset
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(TEXTS * 3)))
+    common = ["dataset=text", f"dataset.path={path}", "model=hf_encoder", f"model.name_or_path={bert}",
+              "model.freeze=true", f"model.cache_dir={tmp_path / 'cache'}", "model.text_encoder.max_length=16",
+              "progress=false", "device=cpu"]
+    raw = build_dataset(_compose(common))
+    std = build_dataset(_compose([*common, "model.standardize=true"]))
+    assert len(_entries(tmp_path / "cache")) == 1  # one cached encoding serves both (the key holds the encoder's output)
+    assert torch.allclose(std.x_train.mean(0), torch.zeros(16), atol=1e-5)
+    assert torch.allclose(std.x_train.pow(2).sum(1).mean(), torch.tensor(1.0 * (len(raw.x_train) - 1) / len(raw.x_train)),
+                          atol=1e-4)
+    mean, sd = raw.x_train.mean(0), raw.x_train.std(0) * 4.0  # sqrt(16)
+    assert torch.allclose(std.x_test, (raw.x_test - mean) / sd, atol=1e-5)

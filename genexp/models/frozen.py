@@ -5,14 +5,17 @@ method perturbs the pooled feature; no gradient can reach the encoder, which is 
 """
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig
+from torch import Tensor
 
 from genexp.data.dataset import Dataset
 from genexp.errors import GenexpError
 from genexp.models.mlp import MLP
 
 # Keys only the frozen mode reads; the fine-tuned HFEncoder must not receive them.
-FROZEN_KEYS = ("freeze", "pooling", "normalize", "head_widths", "head_activation", "head_dropout", "head_batchnorm",
+FROZEN_KEYS = ("freeze", "pooling", "normalize", "standardize", "head_widths", "head_activation", "head_dropout", "head_batchnorm",
                "encode_batch_size", "cache_dir")
 
 
@@ -25,9 +28,31 @@ def frozen_features(data: Dataset, cfg: DictConfig) -> Dataset:
     from genexp.data.features import hf_features
 
     m = cfg.model
-    return hf_features(data, name_or_path=m.name_or_path, max_length=m.text_encoder.max_length, pooling=m.pooling,
+    data = hf_features(data, name_or_path=m.name_or_path, max_length=m.text_encoder.max_length, pooling=m.pooling,
                        normalize=m.normalize, batch_size=m.encode_batch_size, cache_dir=m.cache_dir,
                        device=cfg.get("device", "auto"), progress=bool(cfg.get("progress", True)))
+    if bool(m.get("standardize", False)):
+        data.x_train, data.x_test = standardize(data.x_train, data.x_test)
+    return data
+
+
+def standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dimension standardisation fitted on the training features (no labels; test never
+    enters the statistics), divided by sqrt(D) so that a feature's mean squared norm is 1 and
+    perturbation sizes (vat_eps) stay on the scale of unit-normalised features.
+
+    Applied after the cache (which keeps the encoder's pooled features), so it needs no key of its
+    own. A dimension that is constant on the training set (MiniLM has one) stays 0: its std is
+    floored at 1e-6 of the largest."""
+    mean = train.mean(0)
+    std = train.std(0)
+    std = std.clamp_min(1e-6 * float(std.max().clamp_min(1e-30)))
+    scale = std * math.sqrt(train.shape[1])
+
+    def apply(x: Tensor) -> Tensor:
+        return ((x - mean) / scale).to(x.dtype)
+
+    return apply(train), apply(test)
 
 
 def frozen_head(model_cfg: DictConfig, data: Dataset) -> MLP:
