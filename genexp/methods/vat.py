@@ -18,6 +18,7 @@ from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import couples_batch, frozen_bn_stats, kl_from_logits
 from genexp.regularizers.entropy import entropy_loss
+from genexp.regularizers.rng_replay import RngReplay
 from genexp.regularizers.vat import check_xi, vat_loss, vat_perturbation
 
 BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -28,7 +29,8 @@ class VAT(Method):
 
     def __init__(self, eps: float = 1.0, xi: float | str = "auto", power_iters: int = 1, weight: float = 1.0,
                  include_labeled: bool = False, entmin_weight: float = 0.0, label_smoothing: float = 0.0,
-                 warm_start: bool = False, refresh_every: int = 1, buffer_dtype: str = "bfloat16") -> None:
+                 warm_start: bool = False, refresh_every: int = 1, buffer_dtype: str = "bfloat16",
+                 shared_noise: bool = True) -> None:
         super().__init__(weight=weight, label_smoothing=label_smoothing)
         self.check(eps=eps, power_iters=power_iters, entmin_weight=entmin_weight)
         check_xi(xi)  # a bad method.xi fails before training starts
@@ -39,6 +41,7 @@ class VAT(Method):
         self.include_labeled, self.entmin_weight = include_labeled, entmin_weight
         self.warm_start, self.refresh_every = bool(warm_start), int(refresh_every)
         self.buffer_dtype = BUFFER_DTYPES[buffer_dtype]
+        self.shared_noise = bool(shared_noise)
         self.directions: Tensor | None = None  # (num_train, *embed shape), unit norm per row
         self.seen: Tensor | None = None
         self.num_train = 0
@@ -69,6 +72,7 @@ class VAT(Method):
 
         # One clean forward serves the VAT target and the entropy term; it keeps a graph only
         # when the entropy term needs one, and never moves BatchNorm statistics.
+        replay = RngReplay(h.device) if self.shared_noise else None
         with frozen_bn_stats(model), torch.set_grad_enabled(self.entmin_weight > 0):
             logits_u = forward(h)
         target = logits_u.detach()
@@ -77,12 +81,14 @@ class VAT(Method):
             iters = self.power_iters if batch.step % self.refresh_every == 0 else 0
             r_adv = vat_perturbation(forward, h, xi=self.xi, eps=self.eps, power_iters=iters,
                                      generator=batch.generator, target_logits=target, mask=pmask,
-                                     init=self._stored(idx, h.detach(), batch.generator), model=model)
+                                     init=self._stored(idx, h.detach(), batch.generator), model=model,
+                                     replay=replay)
             self.directions[idx] = (r_adv.detach() / self.eps).to(self.buffer_dtype)
             self.seen[idx] = True
         else:
             r_adv = vat_perturbation(forward, h, xi=self.xi, eps=self.eps, power_iters=self.power_iters,
-                                     generator=batch.generator, target_logits=target, mask=pmask, model=model)
+                                     generator=batch.generator, target_logits=target, mask=pmask, model=model,
+                                     replay=replay)
         if fusable(model, batch):
             # Labelled and adversarial inputs share one forward/backward: same outputs and gradients
             # as two passes (no BatchNorm couples the rows), fewer kernel calls.

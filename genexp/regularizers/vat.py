@@ -1,6 +1,7 @@
 """Virtual adversarial training (Miyato et al. 2018), per sample, as in MATH.md §4."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -18,6 +19,7 @@ from genexp.regularizers._common import (
     per_sample_norm,
     unit,
 )
+from genexp.regularizers.rng_replay import RngReplay
 
 Xi = float | str
 
@@ -68,6 +70,7 @@ def vat_perturbation(
     mask: Tensor | None = None,
     init: Tensor | None = None,
     model: nn.Module | None = None,
+    replay: RngReplay | None = None,
 ) -> Tensor:
     """r_adv with ‖r_adv‖₂ = eps for every sample, the dominant direction of KL(p(x)‖p(x+r)).
 
@@ -78,6 +81,8 @@ def vat_perturbation(
     differentiates w.r.t. the perturbation only, so no parameter gradient is built or touched,
     and BatchNorm running statistics of `model` (or of `forward` when it is a module) are
     left unchanged. Runs in float32 (or wider) with autocast and TF32 disabled (`full_precision`).
+    `replay` (captured before the pass that made `target_logits`) gives each probe pass that pass's
+    dropout masks and noise (`RngReplay`).
     """
     dtype = compute_dtype(x)
     x0 = x.detach().to(dtype)
@@ -97,7 +102,8 @@ def vat_perturbation(
         d = gaussian_unit(d, mask) if init is None else unit(d, mask)
         for _ in range(power_iters):
             probe = (step * d).requires_grad_(True)
-            logits = forward(x0 + probe).to(dtype)
+            with replay.replay() if replay is not None else contextlib.nullcontext():
+                logits = forward(x0 + probe).to(dtype)
             # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
             # logits, fed straight into the backward (fewer ops than differentiating the KL).
             # Summed, not averaged: each sample's gradient is independent of the batch size.
@@ -144,13 +150,15 @@ def vat_loss(
     Pass `target_logits` from a clean forward you already made to avoid a second one.
     """
     module = owning_module(forward, model)
+    replay = None
     if target_logits is None:
+        replay = RngReplay(x.device)
         with torch.no_grad(), frozen_bn_stats(module):
             target_logits = forward(x.detach())
     target_logits = target_logits.detach()
     if r_adv is None:
         r_adv = vat_perturbation(forward, x, xi=xi, eps=eps, power_iters=power_iters, generator=generator,
-                                 target_logits=target_logits, mask=mask, model=module)
+                                 target_logits=target_logits, mask=mask, model=module, replay=replay)
     with frozen_bn_stats(module):
         logits_adv = forward(x + r_adv.detach())
     return kl_from_logits(target_logits, logits_adv)
