@@ -9,7 +9,9 @@ from omegaconf import OmegaConf
 import genexp
 from genexp.build import build_method
 
-PRESETS = sorted(p.stem for p in (Path(genexp.__file__).parent / "configs" / "experiment").glob("*.yaml"))
+CONFIGS = Path(genexp.__file__).parent / "configs"
+PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 
 
 def compose_train(overrides, hydra=False):
@@ -30,7 +32,7 @@ def test_preset_builds_every_swept_method(preset):
         run = compose_train([f"experiment={preset}", f"method={method}"])
         assert run.experiment_name == preset
         m = build_method(run)
-        assert run.method.name == method and m is not None
+        assert run.method.name == method and f"{type(m).__module__}.{type(m).__name__}" == run.method._target_
 
 
 def test_cifar10_labels_uses_oliver_hyperparameters():
@@ -39,7 +41,7 @@ def test_cifar10_labels_uses_oliver_hyperparameters():
     mt = compose_train(["experiment=cifar10_labels", "method=mean_teacher"])
     assert (mt.optim.lr, mt.method.weight) == (4e-4, 8.0)
     assert run.method.eps == 6.0 and compose_train(["experiment=cifar10_labels", "method=vat_entmin"]).method.eps == 6.0
-    assert compose_train(["method=vat"]).method.eps == 1.0  # vat_eps is the preset's, not a global default
+    assert compose_train(["method=vat"]).method.eps == 1.0  # 6.0 is the preset's, not a global default
 
 
 def test_mnist_labels_uses_miyato_2018_protocol():
@@ -49,3 +51,39 @@ def test_mnist_labels_uses_miyato_2018_protocol():
         (100, 250, 0.002, 0.9, 500)
     assert run.method.eps == 5.0 and run.dataset.val_size == 1000 and run.unlabeled_includes_labeled
     assert compose_train(["experiment=mnist_labels", "method=vat_entmin"]).method.eps == 5.0
+
+
+def test_method_preset_files_name_a_preset_and_a_method():
+    # train.yaml loads method_preset/<experiment>/<method>.yaml as optional: a misspelt name would be skipped.
+    files = sorted((CONFIGS / "method_preset").rglob("*.yaml"))
+    assert files
+    for f in files:
+        assert f.parent.parent == CONFIGS / "method_preset", f
+        assert f.parent.name in PRESETS and f.stem in METHODS, f
+        assert f.read_text().startswith("# @package _global_\n"), f
+
+
+def test_method_preset_reaches_its_method_only():
+    noise = compose_train(["experiment=noise_vs_gp", "method=noise_consistency"]).method
+    gp = compose_train(["experiment=noise_vs_gp", "method=gp_consistency"]).method
+    assert noise.track_gp and noise.weight == 10.0 and gp.weight == 0.9
+    assert "weight" not in compose_train(["experiment=noise_vs_gp", "method=none"]).method
+    assert not compose_train(["method=noise_consistency"]).method.track_gp
+    assert compose_train(["experiment=sentiment_frozen", "method=vat"]).method.eps == 2.0
+    # The command line comes after every preset file.
+    assert compose_train(["experiment=mnist_labels", "method=vat", "method.eps=0.5"]).method.eps == 0.5
+
+
+def test_none_vs_vat_sets_eps_of_the_vat_runs():
+    cfg = compose_train(["experiment=none_vs_vat"], hydra=True)
+    assert str(cfg.hydra.sweeper.params.method) == "none,vat"
+    assert compose_train(["experiment=none_vs_vat", "method=vat", "vat_eps=0.3"]).method.eps == 0.3
+    assert compose_train(["experiment=none_vs_vat", "method=vat"]).method.eps == 1.0
+    assert "eps" not in compose_train(["experiment=none_vs_vat", "method=none", "vat_eps=0.3"]).method
+
+
+def test_fgm_text_is_sentiment_200_with_fgm():
+    fgm, base = (compose_train([f"experiment={e}", "method=none"], hydra=True) for e in ("fgm_text", "sentiment_200"))
+    assert str(fgm.hydra.sweeper.params.method) == "none,fgm" and fgm.hydra.sweeper.params.seed == base.hydra.sweeper.params.seed
+    strip = ("experiment_name", "hydra")
+    assert {k: v for k, v in fgm.items() if k not in strip} == {k: v for k, v in base.items() if k not in strip}
