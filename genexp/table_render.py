@@ -1,0 +1,253 @@
+"""Rendering for `genexp table`: the pivot and flat layouts of the cells, as Markdown, CSV, LaTeX
+and a rich console table."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from genexp.table_data import Cell, Metric, field_value, group, method_first, sort_key, summarise
+from genexp.table_references import Reference
+
+
+# --------------------------------------------------------------------------- table model
+
+
+@dataclass
+class Row:
+    label: list[str]  # one entry per label column
+    cells: list[str]  # display text per value column
+    bold: list[bool]
+    published: bool = False
+
+
+@dataclass
+class Table:
+    title: str
+    caption: str
+    label_headers: list[str]
+    value_headers: list[str]
+    rows: list[Row]
+    sources: list[Reference]
+
+
+def _best_flags(cells: list[Cell | None], higher: bool) -> list[bool]:
+    means = [c.mean if c is not None else None for c in cells]
+    present = [m for m in means if m is not None]
+    if len(present) < 2:
+        return [False] * len(cells)
+    best = max(present) if higher else min(present)
+    tol = 1e-9 * max(1.0, abs(best))
+    return [m is not None and abs(m - best) <= tol for m in means]
+
+
+def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str], metric: Metric,
+                refs: list[Reference], precision: int) -> Table:
+    """Rows × columns of cells; row keys constant over every run go to the caption."""
+    readable = [r for r in results if r.get("status") != "unreadable"]
+    constant = [k for k in rows if len({field_value(r, k) for r in readable}) == 1] if readable else []
+    shown = [k for k in rows if k not in constant] or rows[-1:]
+    constant = [k for k in constant if k not in shown]
+    cells = group(results, shown + cols, metric)
+    row_keys = sorted({k[:len(shown)] for k in cells}, key=lambda k: method_first(k, shown))
+    col_keys = {k[len(shown):] for k in cells}
+    placeable = cols == ["labels"]
+    if placeable:
+        col_keys |= {(r.labels,) for r in refs if r.labels}
+    col_keys_sorted = sorted(col_keys, key=lambda k: tuple(sort_key(v) for v in k))
+
+    grid = [[cells.get(rk + ck) for ck in col_keys_sorted] for rk in row_keys]
+    bold_cols = [_best_flags([grid[i][j] for i in range(len(row_keys))], metric.higher_is_better)
+                 for j in range(len(col_keys_sorted))]
+    out_rows = []
+    for i, rk in enumerate(row_keys):
+        texts = [c.text(metric, precision) if c is not None else "" for c in grid[i]]
+        out_rows.append(Row([" / ".join(rk)], texts, [bold_cols[j][i] for j in range(len(col_keys_sorted))]))
+    for ref in refs:
+        for method, _ in ref.values.items():
+            value, as_metric = ref.value_as(metric, method)
+            text = f"{value:.2f}" + ("" if as_metric == metric.name else f" ({as_metric})")
+            texts = [text if placeable and ck == (ref.labels,) else "" for ck in col_keys_sorted]
+            label = f"published [{ref.number}]: {method}" + (f" ({ref.dataset})" if ref.dataset else "")
+            if not placeable:  # columns are not label counts: the number goes in the label
+                label += f" = {text} at {ref.labels} labels"
+            out_rows.append(Row([label], texts, [False] * len(texts), published=True))
+
+    const_vals = [f"{k}={field_value(readable[0], k)}" for k in constant] if readable else []
+    caption = "; ".join(filter(None, [
+        f"rows: {' / '.join(shown)}, columns: {' / '.join(cols)}",
+        "mean ± sample std over seeds (n = completed runs; failed/incomplete runs counted, not averaged)",
+        f"bold = best per column ({metric.best_word})",
+    ]))
+    title = f"{metric.name}{metric.unit}" + (f" — {', '.join(const_vals)}" if const_vals else "")
+    headers = [f"{ck[0]} labels" if cols == ["labels"] else ", ".join(f"{k}={v}" for k, v in zip(cols, ck))
+               for ck in col_keys_sorted]
+    return Table(title, caption, [" / ".join(shown)], headers, out_rows, refs)
+
+
+def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, refs: list[Reference],
+               precision: int) -> Table:
+    rows = summarise(results, by, metric)
+    # Bold: best among groups that differ only in the method (all groups if method is not a key).
+    others = [k for k in by if k != "method"] if "method" in by else []
+    families: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        families[tuple(r[k] for k in others)].append(i)
+    bold = [False] * len(rows)
+    for idx in families.values():
+        for i, b in zip(idx, _best_flags([rows[i]["_cell"] for i in idx], metric.higher_is_better)):
+            bold[i] = b
+    out = []
+    for r, b in zip(rows, bold):
+        c: Cell = r["_cell"]
+        failed = str(c.failed) + (f" (+{c.incomplete} incomplete)" if c.incomplete else "") + (
+            f" (+{c.missing} without {metric.key})" if c.missing else "")
+        out.append(Row([r[k] for k in by], [c.stat(precision), str(c.n), failed], [b, False, False]))
+    for ref in refs:
+        for method in ref.values:
+            value, as_metric = ref.value_as(metric, method)
+            fields = {"dataset": ref.dataset, "model": ref.model, "method": method, "labels": ref.labels}
+            label = [fields.get(k) or "—" for k in by]
+            text = f"published [{ref.number}]: {value:.2f}" + ("" if as_metric == metric.name else f" {as_metric}")
+            if ref.dataset and "dataset" not in by:
+                text += f" ({ref.dataset})"
+            out.append(Row(label, [text, "—", "—"], [False] * 3, published=True))
+    caption = (f"mean ± sample std over seeds; bold = best ({metric.best_word}) "
+               + ("among methods with the same other keys" if others else "overall"))
+    return Table(f"{metric.name}{metric.unit}", caption, list(by),
+                 [f"{metric.name} (mean ± std)", "n", "failed"], out, refs)
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def _source_lines(refs: list[Reference]) -> list[str]:
+    return [f"[{r.number}] {r.source}. {r.url} — {r.describe()}" + (f"; {r.setting}" if r.setting else "")
+            + f" ({r.metric}, %)" for r in refs]
+
+
+def to_markdown_table(t: Table) -> str:
+    head = [*t.label_headers, *t.value_headers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in t.rows:
+        cells = [f"**{c}**" if b and c else c for c, b in zip(row.cells, row.bold)]
+        label = [f"*{x}*" if row.published else x for x in row.label]
+        lines.append("| " + " | ".join([*label, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(tables: list[Table], n_runs: int) -> str:
+    parts = []
+    for i, t in enumerate(tables):
+        parts.append(("# " if i == 0 else "## ") + (t.title if i == 0 else f"All groups: {t.title}") + "\n")
+        parts.append(f"{t.caption}. {n_runs} runs.\n" if i == 0 else f"{t.caption}.\n")
+        parts.append(to_markdown_table(t))
+    refs = tables[0].sources if tables else []
+    if refs:
+        parts.append("## Published figures (other datasets and budgets unless stated: context, not targets)\n")
+        parts.append("\n".join(f"- {line}" for line in _source_lines(refs)) + "\n")
+    return "\n".join(parts)
+
+
+def to_csv(rows: list[dict[str, Any]], by: list[str], metric: Metric | None = None,
+           refs: Iterable[Reference] = ()) -> str:
+    """Tidy CSV, one line per group (and per published figure): machine-readable, unrounded."""
+    buf = io.StringIO()
+    fields = [*by, "mean", "std", "n", "failed", "incomplete", "seeds", "missing", "metric", "kind", "source", "url"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    name = metric.name if metric is not None else ""
+    for r in rows:
+        writer.writerow({**r, "metric": name, "kind": "genexp"})
+    for ref in refs:
+        for method in ref.values:
+            value, as_metric = ref.value_as(metric, method) if metric is not None else (ref.values[method], ref.metric)
+            base = {"dataset": ref.dataset, "model": ref.model, "method": method, "labels": ref.labels}
+            writer.writerow({**{k: base.get(k, "") for k in by}, "mean": value, "metric": as_metric,
+                             "kind": "published", "source": ref.source, "url": ref.url})
+    return buf.getvalue()
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---",
+                 "–": "--", "±": r"$\pm$", "×": r"$\times$"}
+
+
+def latex_escape(s: str) -> str:
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in s)
+
+
+def _latex_cell(text: str, bold: bool) -> str:
+    if not text:
+        return ""
+    stat, sep, notes = text.partition(" (")
+    if "±" in stat or stat.replace(".", "", 1).lstrip("-").isdigit():
+        body = stat.replace(" ± ", r" \pm ")
+        out = rf"$\mathbf{{{body}}}$" if bold else f"${body}$"
+    else:
+        out = latex_escape(stat)
+    if sep:
+        out += r" {\scriptsize (" + latex_escape(notes) + "}"
+    return out
+
+
+def to_latex(t: Table) -> str:
+    ncols = len(t.label_headers) + len(t.value_headers)
+    spec = "l" * len(t.label_headers) + "r" * len(t.value_headers)
+    lines = ["% generated by genexp table; needs \\usepackage{booktabs}",
+             *[f"% {s}" for s in _source_lines(t.sources)],
+             r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h in [*t.label_headers, *t.value_headers]) + r" \\", r"\midrule"]
+    published_started = False
+    for row in t.rows:
+        if row.published and not published_started:
+            lines.append(r"\midrule")
+            published_started = True
+        label = [latex_escape(x) for x in row.label]
+        if row.published:
+            label = [rf"\textit{{{x}}}" for x in label]
+        cells = [_latex_cell(c, b) for c, b in zip(row.cells, row.bold)]
+        lines.append(" & ".join([*label, *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    caption = f"{t.title}. {t.caption}."
+    if t.sources:
+        caption += " Published: " + "; ".join(f"[{r.number}] {r.short}" for r in t.sources) + "."
+    lines += [rf"\caption{{{latex_escape(caption)}}}", r"\end{table}"]
+    assert all(line.count("&") == ncols - 1 for line in lines if line.endswith(r"\\")), "latex column count"
+    return "\n".join(lines) + "\n"
+
+
+def print_rich(tables: list[Table], n_runs: int) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+
+    console = Console()
+    for i, t in enumerate(tables):
+        rt = RichTable(title=escape(f"{t.title}, mean ± std over seeds ({n_runs} runs)"),
+                       caption=escape(t.caption))
+        for h in t.label_headers:
+            rt.add_column(escape(h))
+        for h in t.value_headers:
+            rt.add_column(escape(h), justify="right")
+        published_started = False
+        for row in t.rows:
+            if row.published and not published_started:
+                rt.add_section()
+                published_started = True
+            cells = []
+            for c, b in zip(row.cells, row.bold):
+                text = escape(c)
+                if " failed" in c or " incomplete" in c or "without" in c:
+                    text = text.replace("failed", "[red]failed[/red]")
+                    text = text.replace("incomplete", "[yellow]incomplete[/yellow]")
+                cells.append(f"[bold green]{text}[/bold green]" if b else text)
+            label = [f"[italic cyan]{escape(x)}[/italic cyan]" if row.published else escape(x) for x in row.label]
+            rt.add_row(*label, *cells)
+        console.print(rt)
+    refs = tables[0].sources if tables else []
+    for line in _source_lines(refs):
+        console.print(escape(line), style="cyan", soft_wrap=True)
