@@ -84,6 +84,7 @@ def test_none_vs_vat_sets_eps_of_the_vat_runs():
 
 def test_fgm_text_is_sentiment_200_with_fgm():
     fgm, base = (compose_train([f"experiment={e}", "method=none"], hydra=True) for e in ("fgm_text", "sentiment_200"))
-    assert str(fgm.hydra.sweeper.params.method) == "none,fgm" and fgm.hydra.sweeper.params.seed == base.hydra.sweeper.params.seed
+    sweeps = fgm.hydra.sweeper.params, base.hydra.sweeper.params
+    assert str(sweeps[0].method) == "none,fgm" and sweeps[0].seed == sweeps[1].seed
     strip = ("experiment_name", "hydra")
     assert {k: v for k, v in fgm.items() if k not in strip} == {k: v for k, v in base.items() if k not in strip}
