@@ -35,7 +35,7 @@ from genexp.inequality_experiment import Config, checkpoint_steps, run
 from genexp.inequality_report import print_report
 from genexp.models.mlp import ACTIVATIONS
 
-# The check, the experiment and the report, importable from here as before the split.
+# Re-exported: the tests import these from genexp.inequality.
 __all__ = ["F_KINDS", "TOLERANCE", "Config", "Geometry", "Sides", "activation_of", "check", "checkpoint_steps",
            "forward_all", "geometry", "jacobians", "linear_layers", "main", "mlp_params", "print_report", "ratio",
            "run", "sides", "spectral_sq", "summarise"]

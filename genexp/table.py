@@ -26,7 +26,7 @@ from genexp.table_data import (Cell, Metric, check_inputs, differing_keys, field
 from genexp.table_references import BUILTIN_REFERENCES, Reference, load_references, resolve_reference
 from genexp.table_render import Table, flat_table, pivot_table, print_rich, to_csv, to_latex, to_markdown
 
-# The command's building blocks, importable from here as before the split (genexp.plot reads three).
+# Re-exported: genexp.plot and the tests import these from genexp.table.
 __all__ = ["BUILTIN_REFERENCES", "Cell", "Metric", "Reference", "Table", "check_inputs", "differing_keys",
            "field_value", "flat_table", "group", "load_references", "load_results", "main", "parse_metric",
            "pivot_table", "summarise", "to_csv", "to_latex", "to_markdown"]

@@ -220,7 +220,7 @@ def write_configured_run(root, name, seed, acc, lr=0.001, eps=8.0, path=None):
 
 
 def test_runs_with_different_configs_are_never_pooled(tmp_path, capsys):
-    # Issue 14: two sweeps of method=vat (one with eps=50, lr=0.05) used to land in one cell.
+    # Two sweeps of method=vat, one with eps=50 and lr=0.05, are two experiments: never one cell.
     root = tmp_path / "outputs"
     for seed, acc in enumerate((0.80, 0.82)):
         write_configured_run(root, f"default_s{seed}", seed, acc)
@@ -248,7 +248,7 @@ def test_runs_with_different_configs_are_never_pooled(tmp_path, capsys):
 
 
 def test_references_only_for_the_tables_datasets(runs, tmp_path, capsys):
-    # A digits table gets no CIFAR-10 / IMDB / Chinese-sentiment rows (it used to get all three).
+    # A digits table gets no CIFAR-10 / IMDB / Chinese-sentiment rows: they are context for other data.
     rc, out, err = run_table(capsys, runs, "--reference", "builtin")
     assert rc == 0, err
     md = (runs / "table.md").read_text()
