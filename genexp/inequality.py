@@ -28,9 +28,23 @@ import sys
 import torch
 
 from genexp.errors import GenexpError
-from genexp.inequality_check import (F_KINDS, TOLERANCE, Geometry, Sides, activation_of, check, forward_all,
-                                     geometry, jacobians, linear_layers, mlp_params, ratio, sides, spectral_sq,
-                                     summarise)
+from genexp.inequality_check import (
+    F_KINDS,
+    TOLERANCE,
+    Geometry,
+    Sides,
+    activation_of,
+    check,
+    forward_all,
+    geometry,
+    jacobians,
+    linear_layers,
+    mlp_params,
+    ratio,
+    sides,
+    spectral_sq,
+    summarise,
+)
 from genexp.inequality_experiment import Config, checkpoint_steps, run
 from genexp.inequality_report import print_report
 from genexp.models.mlp import ACTIVATIONS

@@ -21,8 +21,17 @@ from typing import Any
 
 from genexp.errors import GenexpError
 from genexp.records import atomic_write_text
-from genexp.table_data import (Cell, Metric, check_inputs, differing_keys, field_value, group, load_results,
-                               parse_metric, summarise)
+from genexp.table_data import (
+    Cell,
+    Metric,
+    check_inputs,
+    differing_keys,
+    field_value,
+    group,
+    load_results,
+    parse_metric,
+    summarise,
+)
 from genexp.table_references import BUILTIN_REFERENCES, Reference, load_references, resolve_reference
 from genexp.table_render import Table, flat_table, pivot_table, print_rich, to_csv, to_latex, to_markdown
 

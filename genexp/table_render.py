@@ -11,7 +11,6 @@ from typing import Any, Iterable
 from genexp.table_data import Cell, Metric, field_value, group, method_first, sort_key, summarise
 from genexp.table_references import Reference
 
-
 # --------------------------------------------------------------------------- table model
 
 
