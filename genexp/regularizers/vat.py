@@ -12,7 +12,8 @@ from genexp.errors import GenexpError
 from genexp.regularizers._common import (
     Forward,
     compute_dtype,
-    frozen_bn_stats,
+    detached,
+    freezing,
     full_precision,
     kl_from_logits,
     owning_module,
@@ -78,26 +79,34 @@ def vat_perturbation(
     to x, 1 = real token) keeps padding unperturbed and out of the norm. `init` starts the
     power iteration from a given direction instead of N(0, I) (warm start). `xi="auto"` picks
     the finite-difference step from the precision and scale of x (`finite_difference_step`). Each power step
-    differentiates w.r.t. the perturbation only, so no parameter gradient is built or touched,
-    and BatchNorm running statistics of `model` (or of `forward` when it is a module) are
-    left unchanged. Runs in float32 (or wider) with autocast and TF32 disabled (`full_precision`).
-    `replay` (captured before the pass that made `target_logits`) gives each probe pass that pass's
-    dropout masks and noise (`RngReplay`).
+    differentiates w.r.t. the perturbation only, so no parameter gradient is built or touched.
+    BatchNorm: the caller freezes the statistics (a method's step does); called on its own with
+    `model` (or a module as `forward`) it freezes that module itself. Runs in float32 (or wider)
+    with autocast and TF32 disabled (`full_precision`). `replay` (captured before the pass that
+    made `target_logits`) gives each probe pass that pass's dropout masks and noise (`RngReplay`).
     """
+    with freezing(owning_module(forward, model)):
+        return _power_iteration(forward, x, xi=xi, eps=eps, power_iters=power_iters, generator=generator,
+                                target_logits=target_logits, mask=mask, init=init, replay=replay)
+
+
+def _power_iteration(forward: Forward, x: Tensor, *, xi: Xi, eps: float, power_iters: int,
+                     generator: torch.Generator | None, target_logits: Tensor | None, mask: Tensor | None,
+                     init: Tensor | None, replay: RngReplay | None) -> Tensor:
     dtype = compute_dtype(x)
-    x0 = x.detach().to(dtype)
+    x0 = detached(x).to(dtype)
     if init is None:
         d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
     else:
-        d = init.detach().to(dtype)
+        d = detached(init).to(dtype)
     if power_iters <= 0:
         return (eps * unit(d, mask)).to(x.dtype)
-    with frozen_bn_stats(owning_module(forward, model)), full_precision(x):
+    with full_precision(x):
         step = finite_difference_step(xi, x0, mask)
         if target_logits is None:
             with torch.no_grad():
                 target_logits = forward(x0)
-        p_target = F.softmax(target_logits.detach().to(dtype), dim=-1)
+        p_target = F.softmax(detached(target_logits).to(dtype), dim=-1)
         # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
         d = gaussian_unit(d, mask) if init is None else unit(d, mask)
         for _ in range(power_iters):
@@ -108,7 +117,7 @@ def vat_perturbation(
             # logits, fed straight into the backward (fewer ops than differentiating the KL).
             # Summed, not averaged: each sample's gradient is independent of the batch size.
             (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - p_target)
-            d = unit_or_previous(grad, d, mask)
+            d = unit(grad, mask, previous=d)
     return (eps * d).to(x.dtype)
 
 
@@ -117,19 +126,6 @@ def gaussian_unit(d: Tensor, mask: Tensor | None) -> Tensor:
     if mask is not None:
         d = d * mask
     return d / (per_sample_norm(d) + 1e-12)
-
-
-def unit_or_previous(grad: Tensor, prev: Tensor, mask: Tensor | None) -> Tensor:
-    """unit(grad) per sample; a sample whose logits did not move at x + ξd (a flat region, or
-    ξd below float resolution) has a zero gradient and keeps its previous direction instead of
-    returning r = 0. One pass of ~10 ops: on tiny models the op count is the cost."""
-    if mask is not None:
-        grad = grad * mask
-    flat = grad.flatten(1)
-    scale = flat.abs().amax(dim=1, keepdim=True)
-    flat = flat / scale.clamp_min(1e-30)  # max-scaling keeps the squared sum in range for tiny gradients
-    flat = flat / (flat.norm(dim=1, keepdim=True) + 1e-12)
-    return torch.where(scale > 0, flat, prev.flatten(1)).view_as(grad)
 
 
 def vat_loss(
@@ -144,21 +140,22 @@ def vat_loss(
     mask: Tensor | None = None,
     model: nn.Module | None = None,
     r_adv: Tensor | None = None,
+    replay: RngReplay | None = None,
 ) -> Tensor:
     """Batch mean of KL(p(x) ‖ p(x + r_adv)); gradients reach θ (and x) only through p(x + r_adv).
 
-    Pass `target_logits` from a clean forward you already made to avoid a second one.
+    Pass `target_logits` from a clean forward you already made to avoid a second one (with
+    `replay` captured before it, when its random draws are to be replayed), and `r_adv` when the
+    perturbation is already computed. BatchNorm: as `vat_perturbation`.
     """
-    module = owning_module(forward, model)
-    replay = None
-    if target_logits is None:
-        replay = RngReplay(x.device)
-        with torch.no_grad(), frozen_bn_stats(module):
-            target_logits = forward(x.detach())
-    target_logits = target_logits.detach()
-    if r_adv is None:
-        r_adv = vat_perturbation(forward, x, xi=xi, eps=eps, power_iters=power_iters, generator=generator,
-                                 target_logits=target_logits, mask=mask, model=module, replay=replay)
-    with frozen_bn_stats(module):
-        logits_adv = forward(x + r_adv.detach())
+    with freezing(owning_module(forward, model)):
+        if target_logits is None:
+            replay = RngReplay(x.device)
+            with torch.no_grad():
+                target_logits = forward(x.detach())
+        target_logits = detached(target_logits)
+        if r_adv is None:
+            r_adv = _power_iteration(forward, x, xi=xi, eps=eps, power_iters=power_iters, generator=generator,
+                                     target_logits=target_logits, mask=mask, init=None, replay=replay)
+        logits_adv = forward(x + detached(r_adv))
     return kl_from_logits(target_logits, logits_adv)
