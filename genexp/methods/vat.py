@@ -18,10 +18,10 @@ from genexp.errors import GenexpError
 from genexp.methods._shared import View, clean_logits, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import couples_batch, detached, kl_from_logits
+from genexp.regularizers._common import couples_batch, detached
 from genexp.regularizers.entropy import entropy_loss
 from genexp.regularizers.rng_replay import RngReplay
-from genexp.regularizers.vat import check_xi, vat_loss, vat_perturbation
+from genexp.regularizers.vat import KLTarget, check_xi, perturbed, vat_direction
 
 BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -65,43 +65,43 @@ class VAT(Method):
             return super().loss(model, batch)
         # Labelled and adversarial inputs share one forward/backward: same outputs and gradients
         # as two passes (no BatchNorm couples the rows, so there is nothing to freeze either).
-        v, logits_u, r_adv = self._perturbation(model, batch)
+        v, logits_u, target, d = self._direction(model, batch)
         h_l = model.embed(batch.x_l)
-        logits_l, logits_adv = model.head(torch.cat([h_l, v.h + r_adv])).split([len(h_l), len(v.h)])
+        logits = model.head(torch.cat([h_l, perturbed(v.h, d, self.eps)]))
+        logits_l, logits_adv = logits.split([len(h_l), len(v.h)])
         sup = self.cross_entropy(logits_l, batch.y_l)
-        terms, logs = self._terms(logits_u, kl_from_logits(logits_u.detach(), logits_adv))
+        terms, logs = self._terms(logits_u, target.kl(logits_adv))
         total = sup
         for term in terms:
             total = total + term
         return StepOutput(loss=total, logits_l=logits_l, logs={"sup": sup.detach(), **logs})
 
     def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
-        v, logits_u, r_adv = self._perturbation(model, batch)
-        return self._terms(logits_u, vat_loss(v.forward, v.h, xi=self.xi, eps=self.eps,
-                                              target_logits=logits_u, r_adv=r_adv))
+        v, logits_u, target, d = self._direction(model, batch)
+        return self._terms(logits_u, target.kl(v.forward(perturbed(v.h, d, self.eps))))
 
-    def _perturbation(self, model: GenexpModel, batch: Batch) -> tuple[View, Tensor, Tensor]:
-        """The unlabelled view, its clean logits and r_adv. One clean forward serves the VAT target
-        and the entropy term; it keeps a graph only when the entropy term needs one."""
+    def _direction(self, model: GenexpModel, batch: Batch) -> tuple[View, Tensor, KLTarget, Tensor]:
+        """The unlabelled view, its clean logits, the KL target p(x) and r_adv's unit direction.
+        One clean forward serves the VAT target and the entropy term; it keeps a graph only when
+        the entropy term needs one."""
         v = unlabelled_view(model, batch, self.include_labeled)
         replay = RngReplay(v.h.device) if self.shared_noise else None
         logits_u = clean_logits(v, keep_graph=self.entmin_weight > 0)
-        target = logits_u.detach()
-        kwargs = dict(xi=self.xi, eps=self.eps, generator=batch.generator, target_logits=target, mask=v.pmask,
-                      replay=replay)
+        target = KLTarget(logits_u)
+        kwargs = dict(xi=self.xi, target=target, generator=batch.generator, mask=v.pmask, replay=replay)
         if self.warm_start and batch.idx_u is not None:
             idx = torch.cat([batch.idx_l, batch.idx_u]) if self.include_labeled else batch.idx_u
             iters = self.power_iters if batch.step % self.refresh_every == 0 else 0
-            r_adv = vat_perturbation(v.forward, v.h, power_iters=iters,
-                                     init=self._stored(idx, detached(v.h), batch.generator), **kwargs)
-            self.directions[idx] = (r_adv / self.eps).to(self.buffer_dtype)
+            d = vat_direction(v.forward, v.h, power_iters=iters,
+                              init=self._stored(idx, detached(v.h), batch.generator), **kwargs)
+            self.directions[idx] = d.to(self.buffer_dtype)
             self.seen[idx] = True
         else:
-            r_adv = vat_perturbation(v.forward, v.h, power_iters=self.power_iters, **kwargs)
-        return v, logits_u, r_adv
+            d = vat_direction(v.forward, v.h, power_iters=self.power_iters, **kwargs)
+        return v, logits_u, target, d
 
     def _terms(self, logits_u: Tensor, reg: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
-        terms, logs = [self.weight * reg], {"vat": reg.detach()}
+        terms, logs = [reg if self.weight == 1 else self.weight * reg], {"vat": reg.detach()}
         if self.entmin_weight > 0:
             ent = entropy_loss(logits_u)
             terms.append(self.entmin_weight * ent)

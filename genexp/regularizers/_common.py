@@ -30,12 +30,14 @@ def unit(v: Tensor, mask: Tensor | None = None, previous: Tensor | None = None) 
         v = v * mask
     flat = v.flatten(1)
     scale = torch.linalg.vector_norm(flat, ord=math.inf, dim=1, keepdim=True)
-    flat = flat / scale.clamp_min(1e-30)
-    # After the max-scaling a non-zero row has norm >= 1, so ε only matters for zero rows.
-    flat = flat / (torch.linalg.vector_norm(flat, dim=1, keepdim=True) + 1e-12)
-    if previous is not None:
-        flat = torch.where(scale > 0, flat, previous.flatten(1))
-    return flat.view_as(v)
+    if previous is None:
+        flat = flat / scale.clamp_min(1e-30)
+        # After the max-scaling a non-zero row has norm >= 1: the ε only keeps a zero row at 0.
+        return (flat / (torch.linalg.vector_norm(flat, dim=1, keepdim=True) + 1e-12)).view_as(v)
+    # Zero rows become 0/0 here and are replaced by `previous`; the others are as above.
+    flat = flat / scale
+    flat = flat / torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+    return torch.where(scale > 0, flat, previous.flatten(1)).view_as(v)
 
 
 def repeat_batch(t: Tensor | None, k: int, batch: int | None = None) -> Tensor | None:

@@ -15,10 +15,10 @@ from genexp.regularizers._common import (
     detached,
     freezing,
     full_precision,
-    kl_from_logits,
     owning_module,
     per_sample_norm,
     unit,
+    widen,
 )
 from genexp.regularizers.rng_replay import RngReplay
 
@@ -59,6 +59,57 @@ def check_xi(xi: Xi) -> Xi:
     return xi
 
 
+class KLTarget:
+    """The clean prediction p(x) that VAT's KL is measured against, as log-probabilities and
+    probabilities computed once per step (the power iteration and the loss both use them)."""
+
+    def __init__(self, logits: Tensor, dtype: torch.dtype | None = None) -> None:
+        logits = detached(logits)
+        self.logp = F.log_softmax(logits.to(dtype or compute_dtype(logits)), dim=-1)
+        self.p = self.logp.exp()
+
+    def kl(self, logits: Tensor) -> Tensor:
+        """Batch mean of KL(p ‖ softmax(logits)); the same arithmetic as `kl_from_logits`."""
+        logq = F.log_softmax(widen(logits), dim=-1)
+        return (self.p * (self.logp - logq)).sum() / (logq.numel() // logq.shape[-1])
+
+
+def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, target: KLTarget,
+                  generator: torch.Generator | None = None, mask: Tensor | None = None, init: Tensor | None = None,
+                  replay: RngReplay | None = None) -> Tensor:
+    """The unit direction (per sample, float32 or wider) of `vat_perturbation`, before scaling by eps.
+
+    The caller freezes BatchNorm statistics (a method's step does; `vat_perturbation` does when
+    called on its own). `target` holds p(x) from the clean pass (`replay` captured before it)."""
+    dtype = compute_dtype(x)
+    x0 = detached(x).to(dtype)
+    if init is None:
+        d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
+    else:
+        d = detached(init).to(dtype)
+    if power_iters <= 0:
+        return unit(d, mask)
+    with full_precision(x):
+        step = finite_difference_step(xi, x0, mask)
+        # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
+        d = gaussian_unit(d, mask) if init is None else unit(d, mask)
+        for _ in range(power_iters):
+            probe = (step * d).requires_grad_(True)
+            with replay.replay() if replay is not None else contextlib.nullcontext():
+                logits = forward(x0 + probe).to(dtype)
+            # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
+            # logits, fed straight into the backward (fewer ops than differentiating the KL).
+            # Summed, not averaged: each sample's gradient is independent of the batch size.
+            (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - target.p)
+            d = unit(grad, mask, previous=d)
+    return d
+
+
+def perturbed(x: Tensor, direction: Tensor, eps: float) -> Tensor:
+    """x + eps·direction in x's dtype, one op; the direction carries no gradient."""
+    return torch.add(x, direction.to(x.dtype), alpha=eps)
+
+
 def vat_perturbation(
     forward: Forward,
     x: Tensor,
@@ -85,39 +136,14 @@ def vat_perturbation(
     with autocast and TF32 disabled (`full_precision`). `replay` (captured before the pass that
     made `target_logits`) gives each probe pass that pass's dropout masks and noise (`RngReplay`).
     """
-    with freezing(owning_module(forward, model)):
-        return _power_iteration(forward, x, xi=xi, eps=eps, power_iters=power_iters, generator=generator,
-                                target_logits=target_logits, mask=mask, init=init, replay=replay)
-
-
-def _power_iteration(forward: Forward, x: Tensor, *, xi: Xi, eps: float, power_iters: int,
-                     generator: torch.Generator | None, target_logits: Tensor | None, mask: Tensor | None,
-                     init: Tensor | None, replay: RngReplay | None) -> Tensor:
     dtype = compute_dtype(x)
-    x0 = detached(x).to(dtype)
-    if init is None:
-        d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
-    else:
-        d = detached(init).to(dtype)
-    if power_iters <= 0:
-        return (eps * unit(d, mask)).to(x.dtype)
-    with full_precision(x):
-        step = finite_difference_step(xi, x0, mask)
-        if target_logits is None:
-            with torch.no_grad():
-                target_logits = forward(x0)
-        p_target = F.softmax(detached(target_logits).to(dtype), dim=-1)
-        # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
-        d = gaussian_unit(d, mask) if init is None else unit(d, mask)
-        for _ in range(power_iters):
-            probe = (step * d).requires_grad_(True)
-            with replay.replay() if replay is not None else contextlib.nullcontext():
-                logits = forward(x0 + probe).to(dtype)
-            # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
-            # logits, fed straight into the backward (fewer ops than differentiating the KL).
-            # Summed, not averaged: each sample's gradient is independent of the batch size.
-            (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - p_target)
-            d = unit(grad, mask, previous=d)
+    with freezing(owning_module(forward, model)):
+        if target_logits is None and power_iters > 0:
+            with torch.no_grad(), full_precision(x):
+                target_logits = forward(detached(x).to(dtype))
+        target = KLTarget(target_logits, dtype) if power_iters > 0 else None
+        d = vat_direction(forward, x, xi=xi, power_iters=power_iters, target=target, generator=generator,
+                          mask=mask, init=init, replay=replay)
     return (eps * d).to(x.dtype)
 
 
@@ -153,9 +179,11 @@ def vat_loss(
             replay = RngReplay(x.device)
             with torch.no_grad():
                 target_logits = forward(x.detach())
-        target_logits = detached(target_logits)
+        target = KLTarget(target_logits)
         if r_adv is None:
-            r_adv = _power_iteration(forward, x, xi=xi, eps=eps, power_iters=power_iters, generator=generator,
-                                     target_logits=target_logits, mask=mask, init=None, replay=replay)
-        logits_adv = forward(x + detached(r_adv))
-    return kl_from_logits(target_logits, logits_adv)
+            d = vat_direction(forward, x, xi=xi, power_iters=power_iters, target=target, generator=generator,
+                              mask=mask, replay=replay)
+            x_adv = perturbed(x, d, eps)
+        else:
+            x_adv = x + detached(r_adv)
+        return target.kl(forward(x_adv))
