@@ -158,15 +158,15 @@ def autocast_off(x: Tensor) -> Iterator[None]:
 def full_precision(x: Tensor) -> Iterator[None]:
     """Autocast off and, on CUDA, no TF32: float32 arithmetic with its 23 mantissa bits.
 
-    A finite difference at ξ ≈ 3.5e-4·‖x‖ needs them: with cuDNN's default TF32 convolutions the
-    VAT direction of a WRN on an H100 had mean cosine 0.91 (min 0.37) with the float64 one, 0.999
-    without (scripts/xi_precision.py).
+    A finite difference at ξ ≈ 3.5e-4·‖x‖ needs them: TF32 keeps 10 mantissa bits, so cuDNN's
+    default TF32 convolutions turn part of f(x + ξd) − f(x) into rounding and the power iteration
+    drifts from the float64 direction (scripts/xi_precision.py compares the two).
     """
     if x.device.type != "cuda":
         if torch.is_autocast_enabled(x.device.type):
             with autocast_off(x):
                 yield
-        else:  # nothing to switch off: skip the context's per-call cost on tiny CPU models
+        else:  # nothing to switch off: no context to enter
             yield
         return
     matmul = torch.get_float32_matmul_precision()
