@@ -105,12 +105,3 @@ def check_probability(**values: float) -> None:
         if value is None or not 0.0 <= value <= 1.0:
             raise GenexpError(f"method.{key}={value} must be in [0, 1]: set method.{key}=<number in [0, 1]>")
 
-
-def surrogate(value: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
-    """A scalar equal to `value` whose backward deposits `grads` into `params`.
-
-    For gradients that must be taken inside a context (e.g. noisy weights restored on exit)
-    while the trainer calls backward() later.
-    """
-    s = sum((p * g.detach()).sum() for p, g in zip(params, grads))
-    return value.detach() + (s - s.detach())

@@ -16,14 +16,13 @@ objective. The training accuracy the trainer logs is that of the first noisy dra
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from genexp.errors import GenexpError
-from genexp.methods._shared import check_choice, check_positive_int, surrogate, view
+from genexp.methods._shared import check_choice, check_positive_int, view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import repeat_batch
-from genexp.regularizers.noise import DEFAULT_ACTIVATIONS, hidden_noise, noisy_logits, weight_noise
+from genexp.regularizers.noise import DEFAULT_ACTIVATIONS, hidden_noise, noisy_logits, weight_noise_loss
 
 KINDS = ("gaussian", "bernoulli", "uniform")
 LOCATIONS = ("input", "hidden", "weights")
@@ -66,18 +65,8 @@ class Noise(Method):
         return StepOutput(loss=loss, logits_l=logits[:b].detach(), logs={"noisy_ce": loss.detach()})
 
     def _weight_noise_loss(self, model: GenexpModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        # weight_noise restores θ in place on exit, so the gradient at the noisy point is taken
-        # inside the block and handed to the trainer's backward() through a surrogate.
-        params: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
-        total, grads, first = 0.0, [torch.zeros_like(p) for p in params], None
-        for _ in range(self.samples):
-            with weight_noise(model, self.sigma, params=params, generator=batch.generator):
-                logits = model(batch.x_l, batch.mask_l)
-                loss = self.cross_entropy(logits, batch.y_l)
-                gs = torch.autograd.grad(loss, params, allow_unused=True)
-            for acc, g in zip(grads, gs):
-                if g is not None:
-                    acc.add_(g, alpha=1.0 / self.samples)
-            total = total + loss.detach() / self.samples
-            first = logits.detach() if first is None else first
-        return surrogate(total, params, grads), first
+        def loss_fn() -> tuple[torch.Tensor, torch.Tensor]:
+            logits = model(batch.x_l, batch.mask_l)
+            return self.cross_entropy(logits, batch.y_l), logits
+
+        return weight_noise_loss(model, loss_fn, self.sigma, samples=self.samples, generator=batch.generator)

@@ -138,6 +138,16 @@ def detached(t: Tensor) -> Tensor:
     return t.detach() if t.requires_grad else t
 
 
+def surrogate(value: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
+    """A scalar equal to `value` whose backward deposits `grads` into `params`.
+
+    For gradients that must be taken inside a context (e.g. noisy or shifted weights restored
+    on exit) while the trainer calls backward() later.
+    """
+    s = sum((p * g.detach()).sum() for p, g in zip(params, grads))
+    return value.detach() + (s - s.detach())
+
+
 def owning_module(forward: Forward, model: nn.Module | None) -> nn.Module | None:
     """The module whose BatchNorm buffers to protect: explicit `model`, or `forward` itself."""
     if model is not None:

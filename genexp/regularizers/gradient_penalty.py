@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import Forward, batchnorms, freezing, owning_module, widen
+from genexp.regularizers._common import Forward, batchnorms, freezing, owning_module, surrogate, widen
 
 
 def _input_leaf(x: Tensor) -> Tensor:
@@ -183,10 +183,7 @@ def param_gradient_penalty(
             for p, s in zip(params, saved):
                 p.data.copy_(s)
     scale = 2.0 * gnorm.item() / h
-    fd = [(gs - g) * scale for gs, g in zip(shifted, grads)]
-    # Surrogate: s − s.detach() is exactly 0 in value but has gradient fd w.r.t. each p.
-    surrogate = sum((p * d).sum() for p, d in zip(params, fd))
-    return value + (surrogate - surrogate.detach())
+    return surrogate(value, params, [(gs - g) * scale for gs, g in zip(shifted, grads)])
 
 
 def _grads_or_zeros(loss: Tensor, params: list[Tensor], *, retain_graph: bool) -> list[Tensor]:

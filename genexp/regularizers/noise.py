@@ -7,13 +7,22 @@ additive Gaussian or multiplicative (Bernoulli dropout-style, or U[0,1]·2).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import Forward, ce, detached, freezing, kl_from_logits, owning_module, repeat_batch
+from genexp.regularizers._common import (
+    Forward,
+    ce,
+    detached,
+    freezing,
+    kl_from_logits,
+    owning_module,
+    repeat_batch,
+    surrogate,
+)
 from genexp.regularizers.consistency import softmax_mse
 
 NoiseKind = Literal["gaussian", "bernoulli", "uniform"]
@@ -87,6 +96,27 @@ def weight_noise(
         with torch.no_grad():
             for p, s in zip(chosen, saved):
                 p.copy_(s)
+
+
+def weight_noise_loss(model: nn.Module, loss_fn: Callable[[], tuple[Tensor, Tensor]], sigma: float, *,
+                      samples: int = 1, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """(1/k) Σ_{j≤k} l(θ + σ·ε_j) with its θ-gradient taken at the noisy points, as a scalar whose
+    backward() (called later, θ restored) deposits that gradient; and the first draw's logits.
+
+    `loss_fn()` runs the forward at the current weights and returns (loss, logits).
+    """
+    params: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
+    total, grads, first = 0.0, [torch.zeros_like(p) for p in params], None
+    for _ in range(samples):
+        with weight_noise(model, sigma, params=params, generator=generator):
+            loss, logits = loss_fn()
+            gs = torch.autograd.grad(loss, params, allow_unused=True)
+        for acc, g in zip(grads, gs):
+            if g is not None:
+                acc.add_(g, alpha=1.0 / samples)
+        total = total + loss.detach() / samples
+        first = logits.detach() if first is None else first
+    return surrogate(total, params, grads), first
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,8 @@ from genexp.regularizers._common import (
     detached,
     freezing,
     full_precision,
+    autocast_off,
+    kl_from_logits,
     owning_module,
     per_sample_norm,
     unit,
@@ -187,3 +190,34 @@ def vat_loss(
         else:
             x_adv = x + detached(r_adv)
         return target.kl(forward(x_adv))
+
+
+def unit_matrix(d: Tensor) -> Tensor:
+    """d / ‖d‖_F over the whole tensor (overflow/underflow-safe, as `unit` per sample)."""
+    return unit(d.reshape(1, -1)).view_as(d)
+
+
+def matrix_vat_perturbation(logits_at: Callable[[Tensor], Tensor], w: Tensor, *, target_logits: Tensor, xi: float,
+                            eps: float, power_iters: int, generator: torch.Generator | None = None) -> Tensor:
+    """bert4keras's VAT (MATH.md §4): one batch-level r shaped like the matrix W, ‖r‖_F = eps.
+
+      d ~ N(0, I);  repeat power_iters times:  d ← ∇_d Σ_b KL(p_b ‖ softmax(logits_at(W + ξ·d/‖d‖_F))_b)
+      r = eps · d/‖d‖_F
+
+    `logits_at(M)` is the batch's logits with W replaced by M; W is held constant and only d is
+    differentiated (no parameter gradient). In float32 (or wider) with autocast off. The caller
+    freezes BatchNorm statistics.
+    """
+    w = detached(w)
+    dtype = compute_dtype(w)
+    d = torch.randn(w.shape, generator=generator, device=w.device, dtype=dtype)
+    with autocast_off(w):
+        target = detached(target_logits).to(dtype)
+        for _ in range(power_iters):
+            prev = unit_matrix(d)
+            d = (xi * prev).requires_grad_(True)
+            logits = logits_at((w.to(dtype) + d).to(w.dtype))
+            (grad,) = torch.autograd.grad(kl_from_logits(target, logits, reduction="sum"), [d])
+            # Logits that did not move (ξ below resolution): keep the previous direction.
+            d = prev if grad.abs().amax() == 0 else grad
+    return (eps * unit_matrix(d)).to(w.dtype)
