@@ -47,7 +47,7 @@ def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> flo
     """
     if check_xi(xi) == "auto":
         norm = per_sample_norm(x if mask is None else x * mask)
-        return math.sqrt(resolution(x)) * torch.where(norm > 0, norm, 1.0)
+        return math.sqrt(resolution(x)) * (norm + (norm == 0))  # an all-zero sample gets ‖x‖ := 1
     return float(xi)
 
 
