@@ -26,8 +26,12 @@ from genexp.regularizers._common import frozen_bn_stats, kl_from_logits, unit
 
 
 class TextbookVAT(Method):
-    """The comparison baseline only (never a genexp method): the power iteration as most public
-    ports write it, with `loss.backward()` filling every weight's .grad, then `model.zero_grad()`."""
+    """The comparison baseline only (never a genexp method): a minimal port of the public VAT code.
+
+    As those ports write it: `loss.backward()` in the power iteration (filling every weight's
+    .grad, then `model.zero_grad()`), a batch-mean KL against softmax targets, per-sample L2
+    normalisation, and BatchNorm statistics left to the model (every pass in training mode
+    updates them; no freezing)."""
 
     uses_unlabeled = True
 
@@ -35,20 +39,25 @@ class TextbookVAT(Method):
         super().__init__(weight=weight)
         self.eps, self.xi, self.power_iters = eps, xi, power_iters
 
+    @staticmethod
+    def l2_normalize(d: torch.Tensor) -> torch.Tensor:
+        return d / (d.flatten(1).norm(dim=1).view(-1, *([1] * (d.dim() - 1))) + 1e-8)
+
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        import torch.nn.functional as F
+
         sup, logits_l = self.supervised(model, batch)
-        x = batch.x_u
+        x, mask = batch.x_u, batch.mask_u
         with torch.no_grad():
-            target = model(x, batch.mask_u)
-        d = torch.randn_like(x)
-        with frozen_bn_stats(model):
-            for _ in range(self.power_iters):
-                d = (self.xi * unit(d)).requires_grad_(True)
-                kl_from_logits(target, model(x + d, batch.mask_u)).backward()
-                d = d.grad
-                model.zero_grad()
-            adv = kl_from_logits(target, model(x + self.eps * unit(d), batch.mask_u))
-        return StepOutput(loss=sup + self.weight * adv, logits_l=logits_l)
+            p = F.softmax(model(x, mask), dim=1)
+        d = self.l2_normalize(torch.randn_like(x))
+        for _ in range(self.power_iters):
+            d.requires_grad_()
+            F.kl_div(F.log_softmax(model(x + self.xi * d, mask), dim=1), p, reduction="batchmean").backward()
+            d = self.l2_normalize(d.grad)
+            model.zero_grad()
+        lds = F.kl_div(F.log_softmax(model(x + self.eps * d, mask), dim=1), p, reduction="batchmean")
+        return StepOutput(loss=sup + self.weight * lds, logits_l=logits_l)
 
 
 def cost_units(method: Method, l: int, u: int) -> float | None:

@@ -385,6 +385,30 @@ def test_only_the_supervised_pass_moves_batchnorm(method):
         torch.testing.assert_close(a, b, msg=k)
 
 
+@pytest.mark.parametrize("method", [*UNLABELLED_BN_METHODS, GPParam(gradient="finite_difference")],
+                         ids=lambda m: type(m).__name__)
+def test_one_batchnorm_freeze_per_step(method, monkeypatch):
+    """Method.loss decides BatchNorm freezing once per step: one frozen_bn_stats entry around every
+    pass but the supervised one, none inside the regularizer functions."""
+    import sys
+
+    from genexp.regularizers import _common
+
+    real, entries = _common.frozen_bn_stats, []
+
+    def counting(*modules):
+        entries.append(modules)
+        return real(*modules)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("genexp") and getattr(module, "frozen_bn_stats", None) is real:
+            monkeypatch.setattr(module, "frozen_bn_stats", counting)
+    model, batch = mlp(batchnorm=True), image_batch()
+    setup(method, model)
+    method.loss(model, batch).loss.backward()
+    assert len(entries) == 1 and entries[0][0] is model
+
+
 @pytest.mark.parametrize("kind", ["mlp", "mlp_bn", "text"])
 def test_vat_loss_and_gradients_match_the_formula(kind):
     """CE(x_l) + α·KL(p(x_u) ‖ p(x_u + r_adv)), r_adv from the same draw; unmasked BN-free models share

@@ -1,5 +1,6 @@
 """Pieces several methods share: the perturbable view of a batch, the clean unlabelled forward,
-weight ramps and config checks. Not a method itself (no config points here)."""
+weight ramps and config checks. No math (that is in genexp.regularizers); not a method itself
+(no config points here)."""
 from __future__ import annotations
 
 import math
@@ -7,13 +8,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genexp.errors import GenexpError
 from genexp.methods.base import Batch
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats, widen
+from genexp.regularizers._common import repeat_batch
 
 
 @dataclass
@@ -65,26 +65,11 @@ def unlabelled_view(model: GenexpModel, batch: Batch, include_labeled: bool = Fa
     return view(model, *unlabelled_inputs(batch, include_labeled))
 
 
-def clean_logits(model: GenexpModel, v: View, *, keep_graph: bool = False) -> Tensor:
-    """The clean forward of a regularizer's (usually unlabelled) batch.
-
-    BatchNorm running statistics are not updated by it: only the supervised forward of the
-    labelled batch moves them. Without `keep_graph` no graph is built (a consistency target).
-    """
-    with frozen_bn_stats(model), torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
+def clean_logits(v: View, *, keep_graph: bool = False) -> Tensor:
+    """The clean forward of a regularizer's (usually unlabelled) batch, inside the step's
+    `frozen_bn_stats` (`Method.loss`). Without `keep_graph` no graph is built (a consistency target)."""
+    with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
         return v.forward(v.h)
-
-
-def ce(logits: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Batch-mean cross-entropy in float32 (or wider)."""
-    return F.cross_entropy(widen(logits), y, label_smoothing=label_smoothing)
-
-
-def repeat_batch(t: Tensor | None, k: int) -> Tensor | None:
-    """k copies of a batch stacked along dim 0 (copy j is rows j·B … (j+1)·B − 1)."""
-    if t is None or k == 1:
-        return t
-    return t.repeat(k, *([1] * (t.dim() - 1)))
 
 
 def linear_rampup(step: int, rampup_steps: int) -> float:
@@ -120,12 +105,3 @@ def check_probability(**values: float) -> None:
         if value is None or not 0.0 <= value <= 1.0:
             raise GenexpError(f"method.{key}={value} must be in [0, 1]: set method.{key}=<number in [0, 1]>")
 
-
-def surrogate(value: Tensor, params: list[Tensor], grads: list[Tensor]) -> Tensor:
-    """A scalar equal to `value` whose backward deposits `grads` into `params`.
-
-    For gradients that must be taken inside a context (e.g. noisy weights restored on exit)
-    while the trainer calls backward() later.
-    """
-    s = sum((p * g.detach()).sum() for p, g in zip(params, grads))
-    return value.detach() + (s - s.detach())

@@ -4,6 +4,19 @@ The trainer draws a labelled batch (and an unlabelled one when `uses_unlabeled`)
 `method.loss(model, batch)`, and back-propagates the returned loss. Nothing else in the
 trainer knows which method runs: a new method is a subclass here plus `configs/method/x.yaml`
 whose `_target_` names it.
+
+Where the math lives — one rule:
+- The math is in `genexp.regularizers`: perturbations, penalties, consistency and pseudo-label
+  terms, as functions of a `forward` (input → logits) and tensors. A method composes them: it
+  picks the batch and the view (`methods._shared`), the weights and ramps, and keeps per-run
+  state (a teacher, a buffer). A formula written inside a method file belongs in regularizers/.
+- BatchNorm running statistics are decided here, once per step: `Method.loss` runs the
+  supervised pass with live statistics, then every other pass of the step inside ONE
+  `frozen_bn_stats(model, *self.frozen_modules(model))`. A method that overrides `loss` (its passes
+  do not split that way) keeps the same rule: at most one `frozen_bn_stats` per step, around
+  every pass that must not move the statistics. Regularizer functions never freeze a module
+  their caller has frozen: a method calls them without `model`; called on their own with
+  `model` (or a module as `forward`), they freeze it themselves.
 """
 from __future__ import annotations
 
@@ -11,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genexp.errors import GenexpError
 from genexp.models.base import GenexpModel
+from genexp.regularizers._common import ce, frozen_bn_stats
 
 
 @dataclass
@@ -39,7 +52,7 @@ class StepOutput:
 
 
 class Method:
-    """Supervised cross-entropy; subclasses add their regularizer to it."""
+    """Supervised cross-entropy; subclasses add their regularizer to it (`regularizer`)."""
 
     uses_unlabeled: ClassVar[bool] = False
     text_only: ClassVar[bool] = False
@@ -61,11 +74,30 @@ class Method:
         return self.cross_entropy(logits, batch.y_l), logits
 
     def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return ce(logits, y, self.label_smoothing)
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        """CE on the labelled batch (BatchNorm statistics move), then `regularizer`'s terms, all
+        of its passes inside one `frozen_bn_stats`."""
         sup, logits = self.supervised(model, batch)
-        return StepOutput(loss=sup, logits_l=logits, logs={"sup": sup.detach()})
+        out = StepOutput(loss=sup, logits_l=logits, logs={"sup": sup.detach()})
+        if type(self).regularizer is Method.regularizer:
+            return out
+        with frozen_bn_stats(model, *self.frozen_modules(model)):
+            terms, logs = self.regularizer(model, batch)
+        for term in terms:
+            out.loss = out.loss + term
+        out.logs.update(logs)
+        return out
+
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """The weighted terms added to the supervised CE, and what to log. Runs after the
+        supervised pass, inside the step's `frozen_bn_stats`: call regularizers without `model`."""
+        return [], {}
+
+    def frozen_modules(self, model: GenexpModel) -> tuple[GenexpModel, ...]:
+        """Modules besides the student whose BatchNorm statistics the step must not move (a teacher)."""
+        return ()
 
     # Optional hooks. A method with state (a teacher, a buffer) keeps it here, so checkpoints
     # and resume carry it without the trainer knowing what it is.

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods._shared import View, ce, labelled_view
+from genexp.methods._shared import View, labelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import frozen_bn_stats
-from genexp.regularizers.adversarial import fgm_perturbation
+from genexp.regularizers.adversarial import adversarial_loss, fgm_perturbation
 
 
 class FGM(Method):
@@ -25,14 +25,17 @@ class FGM(Method):
         self.eps = eps
 
     def perturbation(self, model: GenexpModel, v: View, batch: Batch) -> Tensor:
-        return fgm_perturbation(v.forward, v.h, batch.y_l, eps=self.eps, mask=v.pmask, model=model)
+        return fgm_perturbation(v.forward, v.h, batch.y_l, eps=self.eps, mask=v.pmask)
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        # The supervised pass goes through the same embedding as the perturbation (an embedding
+        # with dropout must not be drawn twice), so this method runs `Method.loss`'s rule itself:
+        # the clean pass moves BatchNorm statistics, everything after it runs in one freeze.
         v = labelled_view(model, batch)
         logits_l = v.forward(v.h)
-        sup = ce(logits_l, batch.y_l, self.label_smoothing)
-        r = self.perturbation(model, v, batch)
+        sup = self.cross_entropy(logits_l, batch.y_l)
         with frozen_bn_stats(model):
-            adv = ce(v.forward(v.h + r.detach()), batch.y_l, self.label_smoothing)
+            r = self.perturbation(model, v, batch)
+            adv = adversarial_loss(v.forward, v.h, batch.y_l, r, label_smoothing=self.label_smoothing)
         return StepOutput(loss=sup + self.weight * adv, logits_l=logits_l,
                           logs={"sup": sup.detach(), "adv": adv.detach()})

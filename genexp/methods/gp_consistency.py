@@ -11,12 +11,13 @@ running statistics unchanged.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from genexp.errors import GenexpError
 from genexp.methods._shared import check_choice, check_positive_int, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import batchnorms, frozen_bn_stats
+from genexp.regularizers._common import batchnorms
 from genexp.regularizers.gradient_penalty import consistency_gradient_penalty
 
 
@@ -45,11 +46,11 @@ class GPConsistency(Method):
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         if self.estimator == "exact":
-            self._check_exact(model, batch)
-        sup, logits_l = self.supervised(model, batch)
+            self._check_exact(model, batch)  # before the supervised pass moves any statistics
+        return super().loss(model, batch)
+
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
         v = unlabelled_view(model, batch, self.include_labeled)
-        with frozen_bn_stats(model):
-            reg = consistency_gradient_penalty(v.forward, v.h, weighting=self.weighting, estimator=self.estimator,
-                                               samples=self.samples, generator=batch.generator, model=model)
-        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "grad_penalty": reg.detach()})
+        reg = consistency_gradient_penalty(v.forward, v.h, weighting=self.weighting, estimator=self.estimator,
+                                           samples=self.samples, generator=batch.generator, model=model)
+        return [self.weight * reg], {"grad_penalty": reg.detach()}

@@ -8,10 +8,11 @@ leaves BatchNorm running statistics unchanged.
 """
 from __future__ import annotations
 
+from torch import Tensor
+
 from genexp.methods._shared import labelled_view
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats
 from genexp.regularizers.gradient_penalty import input_gradient_penalty
 
 
@@ -19,10 +20,7 @@ class GPInput(Method):
     def __init__(self, weight: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__(weight=weight, label_smoothing=label_smoothing)
 
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        sup, logits_l = self.supervised(model, batch)
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
         v = labelled_view(model, batch)
-        with frozen_bn_stats(model):
-            reg = input_gradient_penalty(v.forward, v.h, batch.y_l)
-        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "grad_penalty": reg.detach()})
+        reg = input_gradient_penalty(v.forward, v.h, batch.y_l)
+        return [self.weight * reg], {"grad_penalty": reg.detach()}

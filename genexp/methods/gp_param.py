@@ -16,7 +16,9 @@ import torch
 from genexp.methods._shared import check_choice
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
+from genexp.regularizers._common import frozen_bn_stats
 from genexp.regularizers.gradient_penalty import param_gradient_penalty
+from genexp.regularizers.rng_replay import RngReplay
 
 
 class GPParam(Method):
@@ -31,20 +33,17 @@ class GPParam(Method):
         params = [p for p in model.parameters() if p.requires_grad]
         closure = None
         if self.gradient == "finite_difference":
-            device = batch.x_l.device
-            cuda = [device] if device.type == "cuda" else []
-            cpu_state = torch.get_rng_state()
-            cuda_state = torch.cuda.get_rng_state(device) if cuda else None
+            replay = RngReplay(batch.x_l.device)
 
             def closure() -> torch.Tensor:
                 # Same batch, same dropout masks as the pass below.
-                with torch.random.fork_rng(devices=cuda):
-                    torch.set_rng_state(cpu_state)
-                    if cuda:
-                        torch.cuda.set_rng_state(cuda_state, device)
+                with replay.replay():
                     return self.supervised(model, batch)[0]
 
         sup, logits_l = self.supervised(model, batch)
-        reg = param_gradient_penalty(sup, params, method=self.gradient, closure=closure, h=self.fd_step, model=model)
+        # The penalty needs `sup` itself, so this method runs `Method.loss`'s rule itself: the
+        # supervised pass moves BatchNorm statistics, the closure's second pass is frozen.
+        with frozen_bn_stats(model):
+            reg = param_gradient_penalty(sup, params, method=self.gradient, closure=closure, h=self.fd_step)
         return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
                           logs={"sup": sup.detach(), "grad_penalty": reg.detach()})

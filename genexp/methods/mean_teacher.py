@@ -16,13 +16,13 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 
 from genexp.errors import GenexpError
 from genexp.methods._shared import check_positive_int, check_probability, sigmoid_rampup, unlabelled_inputs, view
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats, widen
+from genexp.regularizers.consistency import ema_update, softmax_mse
 from genexp.regularizers.noise import add_noise
 
 
@@ -53,36 +53,28 @@ class MeanTeacher(Method):
             raise GenexpError("mean_teacher was used before setup(model, ...) created its teacher")
         return self.teacher
 
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+    def frozen_modules(self, model: GenexpModel) -> tuple[GenexpModel, ...]:
+        # The teacher runs in the student's train/eval mode: set before the step freezes it.
+        return (self._teacher().train(model.training),)
+
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
         teacher = self._teacher()
-        sup, logits_l = self.supervised(model, batch)
         x_u, mask_u = unlabelled_inputs(batch, self.include_labeled)
         s = view(model, x_u, mask_u)
-        with frozen_bn_stats(model):
-            student = s.forward(add_noise(s.h, sigma=self.sigma, mask=s.pmask, generator=batch.generator))
-        teacher.train(model.training)
-        with torch.no_grad(), frozen_bn_stats(teacher):
+        student = s.forward(add_noise(s.h, sigma=self.sigma, mask=s.pmask, generator=batch.generator))
+        with torch.no_grad():
             t = view(teacher, x_u, mask_u)
             target = t.forward(add_noise(t.h, sigma=self.sigma, mask=t.pmask, generator=batch.generator))
-        cons = (F.softmax(widen(student), -1) - F.softmax(widen(target), -1)).pow(2).sum(-1).mean()
+        cons = softmax_mse(student, target)
         w = self.weight * sigmoid_rampup(batch.step, self.rampup_steps)
-        return StepOutput(loss=sup + w * cons, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "consistency": cons.detach()})
+        return [w * cons], {"consistency": cons.detach()}
 
     def decay(self, step: int) -> float:
         """EMA decay after the optimizer step of `batch.step == step` (step + 1 steps done)."""
         return min(1.0 - 1.0 / (step + 2), self.ema_decay)
 
-    @torch.no_grad()
     def after_step(self, model: GenexpModel, batch: Batch) -> None:
-        teacher, d = self._teacher(), self.decay(batch.step)
-        for t, p in zip(teacher.parameters(), model.parameters()):
-            t.mul_(d).add_(p.detach(), alpha=1.0 - d)
-        for t, b in zip(teacher.buffers(), model.buffers()):
-            if t.is_floating_point():
-                t.mul_(d).add_(b, alpha=1.0 - d)
-            else:
-                t.copy_(b)
+        ema_update(self._teacher(), model, self.decay(batch.step))
 
     def eval_model(self, model: GenexpModel) -> GenexpModel | None:
         return self._teacher() if self.eval_teacher else None

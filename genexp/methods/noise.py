@@ -16,20 +16,13 @@ objective. The training accuracy the trainer logs is that of the first noisy dra
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from genexp.errors import GenexpError
-from genexp.methods._shared import (
-    ce,
-    check_choice,
-    check_positive_int,
-    repeat_batch,
-    surrogate,
-    view,
-)
+from genexp.methods._shared import check_choice, check_positive_int, view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers.noise import DEFAULT_ACTIVATIONS, add_noise, hidden_noise, weight_noise
+from genexp.regularizers._common import repeat_batch
+from genexp.regularizers.noise import DEFAULT_ACTIVATIONS, hidden_noise, noisy_logits, weight_noise_loss
 
 KINDS = ("gaussian", "bernoulli", "uniform")
 LOCATIONS = ("input", "hidden", "weights")
@@ -51,6 +44,8 @@ class Noise(Method):
         self.sigma, self.p, self.samples = sigma, p, samples
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+        # No clean pass: the noisy passes are the training passes and move BatchNorm statistics,
+        # so nothing is frozen (the one exception to `Method.loss`'s rule).
         b = batch.y_l.shape[0]
         if self.location == "weights":
             loss, logits = self._weight_noise_loss(model, batch)
@@ -58,31 +53,20 @@ class Noise(Method):
             x, mask, y = (repeat_batch(t, self.samples) for t in (batch.x_l, batch.mask_l, batch.y_l))
             v = view(model, x, mask)
             if self.location == "input":
-                noisy = add_noise(v.h, kind=self.kind, sigma=self.sigma, p=self.p, mask=v.pmask,
-                                  generator=batch.generator)
-                logits = v.forward(noisy)
+                logits = noisy_logits(v.forward, v.h, kind=self.kind, sigma=self.sigma, p=self.p, mask=v.pmask,
+                                      generator=batch.generator)
             else:
                 if not any(isinstance(m, DEFAULT_ACTIVATIONS) for m in model.modules()):
                     raise GenexpError(f"method.location=hidden found no activation module ({type(model).__name__} "
                                       f"applies them functionally): use method.location=input or weights")
                 with hidden_noise(model, self.sigma, generator=batch.generator):
                     logits = v.forward(v.h)
-            loss = ce(logits, y, self.label_smoothing)
+            loss = self.cross_entropy(logits, y)
         return StepOutput(loss=loss, logits_l=logits[:b].detach(), logs={"noisy_ce": loss.detach()})
 
     def _weight_noise_loss(self, model: GenexpModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        # weight_noise restores θ in place on exit, so the gradient at the noisy point is taken
-        # inside the block and handed to the trainer's backward() through a surrogate.
-        params: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
-        total, grads, first = 0.0, [torch.zeros_like(p) for p in params], None
-        for _ in range(self.samples):
-            with weight_noise(model, self.sigma, params=params, generator=batch.generator):
-                logits = model(batch.x_l, batch.mask_l)
-                loss = ce(logits, batch.y_l, self.label_smoothing)
-                gs = torch.autograd.grad(loss, params, allow_unused=True)
-            for acc, g in zip(grads, gs):
-                if g is not None:
-                    acc.add_(g, alpha=1.0 / self.samples)
-            total = total + loss.detach() / self.samples
-            first = logits.detach() if first is None else first
-        return surrogate(total, params, grads), first
+        def loss_fn() -> tuple[torch.Tensor, torch.Tensor]:
+            logits = model(batch.x_l, batch.mask_l)
+            return self.cross_entropy(logits, batch.y_l), logits
+
+        return weight_noise_loss(model, loss_fn, self.sigma, samples=self.samples, generator=batch.generator)

@@ -14,10 +14,11 @@ metrics.jsonl shows whether train_consistency tracks train_implied (article 7466
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from genexp.errors import GenexpError
 from genexp.methods._shared import check_choice, check_positive_int, clean_logits, unlabelled_view
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import batchnorms
 from genexp.regularizers.gradient_penalty import consistency_gradient_penalty
@@ -41,13 +42,12 @@ class NoiseConsistency(Method):
             raise GenexpError("method.track_gp=true computes exact per-sample Jacobians and cannot run a model with "
                               "BatchNorm: use a model without BatchNorm or set method.track_gp=false")
 
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        sup, logits_l = self.supervised(model, batch)
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
         v = unlabelled_view(model, batch, self.include_labeled)
         reg = noise_consistency_loss(v.forward, v.h, sigma=self.sigma, samples=self.samples,
-                                     consistency=self.consistency, target_logits=clean_logits(model, v),
-                                     generator=batch.generator, mask=v.pmask, model=model)
-        logs = {"sup": sup.detach(), "consistency": reg.detach()}
+                                     consistency=self.consistency, target_logits=clean_logits(v),
+                                     generator=batch.generator, mask=v.pmask)
+        logs = {"consistency": reg.detach()}
         if self.track_gp:
             if v.pmask is not None:
                 raise GenexpError("method.track_gp=true cannot pass the padding mask of text inputs to its per-sample "
@@ -55,4 +55,4 @@ class NoiseConsistency(Method):
             factor = self.sigma ** 2 if self.consistency == "mse" else self.sigma ** 2 / 2
             logs["implied"] = factor * consistency_gradient_penalty(
                 v.forward, v.h.detach(), weighting=self.consistency, create_graph=False, model=model)
-        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l, logs=logs)
+        return [self.weight * reg], logs

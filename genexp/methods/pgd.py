@@ -28,5 +28,5 @@ class PGD(FGM):
 
     def perturbation(self, model: GenexpModel, v: View, batch: Batch) -> Tensor:
         return pgd_perturbation(v.forward, v.h, batch.y_l, eps=self.eps, alpha=self.alpha, steps=self.steps,
-                                norm=self.norm, mask=v.pmask, model=model, generator=batch.generator,
+                                norm=self.norm, mask=v.pmask, generator=batch.generator,
                                 random_start=self.random_start)

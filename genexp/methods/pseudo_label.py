@@ -8,13 +8,12 @@ statistics unchanged. Logged: `pl_mask`, the fraction of unlabelled examples abo
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from torch import Tensor
 
 from genexp.methods._shared import check_positive_int, clean_logits, linear_rampup, unlabelled_view
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import widen
+from genexp.regularizers.pseudo_label import pseudo_label_loss
 
 
 class PseudoLabel(Method):
@@ -28,14 +27,7 @@ class PseudoLabel(Method):
             check_positive_int(rampup_steps=rampup_steps)
         self.threshold, self.rampup_steps = threshold, rampup_steps
 
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        sup, logits_l = self.supervised(model, batch)
-        v = unlabelled_view(model, batch)
-        logits_u = widen(clean_logits(model, v, keep_graph=True))
-        with torch.no_grad():
-            conf, pseudo = F.softmax(logits_u, dim=-1).max(dim=-1)
-            mask = (conf >= self.threshold).to(logits_u.dtype)
-        reg = (F.cross_entropy(logits_u, pseudo, reduction="none") * mask).mean()
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+        reg, mask = pseudo_label_loss(clean_logits(unlabelled_view(model, batch), keep_graph=True), self.threshold)
         w = self.weight * linear_rampup(batch.step, self.rampup_steps)
-        return StepOutput(loss=sup + w * reg, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "pseudo_label": reg.detach(), "pl_mask": mask.mean()})
+        return [w * reg], {"pseudo_label": reg.detach(), "pl_mask": mask.mean()}

@@ -14,12 +14,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from genexp.errors import GenexpError
+from genexp.methods._shared import View, clean_logits, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import couples_batch, frozen_bn_stats, kl_from_logits
+from genexp.regularizers._common import couples_batch, detached
 from genexp.regularizers.entropy import entropy_loss
 from genexp.regularizers.rng_replay import RngReplay
-from genexp.regularizers.vat import check_xi, vat_loss, vat_perturbation
+from genexp.regularizers.vat import KLTarget, check_xi, perturbed, vat_direction
 
 BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -35,7 +37,6 @@ class VAT(Method):
         self.check(eps=eps, power_iters=power_iters, entmin_weight=entmin_weight)
         check_xi(xi)  # a bad method.xi fails before training starts
         if int(refresh_every) < 1:
-            from genexp.errors import GenexpError
             raise GenexpError(f"method.refresh_every={refresh_every} must be >= 1: set method.refresh_every=1 (every step)")
         self.eps, self.xi, self.power_iters = eps, xi, int(power_iters)
         self.include_labeled, self.entmin_weight = include_labeled, entmin_weight
@@ -60,52 +61,52 @@ class VAT(Method):
         return torch.where(self.seen[idx].view(-1, *([1] * (like.dim() - 1))), init, fresh)
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        x_u, mask_u, idx = batch.x_u, batch.mask_u, batch.idx_u
-        if self.include_labeled:
-            x_u = torch.cat([batch.x_l, x_u])
-            mask_u = None if mask_u is None else torch.cat([batch.mask_l, mask_u])
-            idx = None if idx is None else torch.cat([batch.idx_l, idx])
-        h = model.embed(x_u)
+        if not fusable(model, batch):
+            return super().loss(model, batch)
+        # Labelled and adversarial inputs share one forward/backward: same outputs and gradients
+        # as two passes (no BatchNorm couples the rows, so there is nothing to freeze either).
+        v, logits_u, target, d = self._direction(model, batch)
+        h_l = model.embed(batch.x_l)
+        logits = model.head(torch.cat([h_l, perturbed(v.h, d, self.eps)]))
+        logits_l, logits_adv = logits.split([len(h_l), len(v.h)])
+        sup = self.cross_entropy(logits_l, batch.y_l)
+        terms, logs = self._terms(logits_u, target.kl(logits_adv))
+        total = sup
+        for term in terms:
+            total = total + term
+        return StepOutput(loss=total, logits_l=logits_l, logs={"sup": sup.detach(), **logs})
 
-        def forward(z: torch.Tensor) -> torch.Tensor:
-            return model.head(z, mask_u)
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+        v, logits_u, target, d = self._direction(model, batch)
+        return self._terms(logits_u, target.kl(v.forward(perturbed(v.h, d, self.eps))))
 
-        # One clean forward serves the VAT target and the entropy term; it keeps a graph only
-        # when the entropy term needs one, and never moves BatchNorm statistics.
-        replay = RngReplay(h.device) if self.shared_noise else None
-        with frozen_bn_stats(model), torch.set_grad_enabled(self.entmin_weight > 0):
-            logits_u = forward(h)
-        target = logits_u.detach()
-        pmask = model.perturb_mask(mask_u)
-        if self.warm_start and idx is not None:
+    def _direction(self, model: GenexpModel, batch: Batch) -> tuple[View, Tensor, KLTarget, Tensor]:
+        """The unlabelled view, its clean logits, the KL target p(x) and r_adv's unit direction.
+        One clean forward serves the VAT target and the entropy term; it keeps a graph only when
+        the entropy term needs one."""
+        v = unlabelled_view(model, batch, self.include_labeled)
+        replay = RngReplay(v.h.device) if self.shared_noise else None
+        logits_u = clean_logits(v, keep_graph=self.entmin_weight > 0)
+        target = KLTarget(logits_u)
+        kwargs = dict(xi=self.xi, target=target, generator=batch.generator, mask=v.pmask, replay=replay)
+        if self.warm_start and batch.idx_u is not None:
+            idx = torch.cat([batch.idx_l, batch.idx_u]) if self.include_labeled else batch.idx_u
             iters = self.power_iters if batch.step % self.refresh_every == 0 else 0
-            r_adv = vat_perturbation(forward, h, xi=self.xi, eps=self.eps, power_iters=iters,
-                                     generator=batch.generator, target_logits=target, mask=pmask,
-                                     init=self._stored(idx, h.detach(), batch.generator), model=model,
-                                     replay=replay)
-            self.directions[idx] = (r_adv.detach() / self.eps).to(self.buffer_dtype)
+            d = vat_direction(v.forward, v.h, power_iters=iters,
+                              init=self._stored(idx, detached(v.h), batch.generator), **kwargs)
+            self.directions[idx] = d.to(self.buffer_dtype)
             self.seen[idx] = True
         else:
-            r_adv = vat_perturbation(forward, h, xi=self.xi, eps=self.eps, power_iters=self.power_iters,
-                                     generator=batch.generator, target_logits=target, mask=pmask, model=model,
-                                     replay=replay)
-        if fusable(model, batch):
-            # Labelled and adversarial inputs share one forward/backward: same outputs and gradients
-            # as two passes (no BatchNorm couples the rows), fewer kernel calls.
-            h_l = model.embed(batch.x_l)
-            logits = model.head(torch.cat([h_l, h + r_adv.detach()]))
-            logits_l, logits_adv = logits.split([len(h_l), len(h)])
-            sup, reg = self.cross_entropy(logits_l, batch.y_l), kl_from_logits(target, logits_adv)
-        else:
-            sup, logits_l = self.supervised(model, batch)
-            reg = vat_loss(forward, h, xi=self.xi, eps=self.eps, target_logits=target, model=model, r_adv=r_adv)
-        total = sup + self.weight * reg
-        logs = {"sup": sup.detach(), "vat": reg.detach()}
+            d = vat_direction(v.forward, v.h, power_iters=self.power_iters, **kwargs)
+        return v, logits_u, target, d
+
+    def _terms(self, logits_u: Tensor, reg: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+        terms, logs = [reg if self.weight == 1 else self.weight * reg], {"vat": reg.detach()}
         if self.entmin_weight > 0:
             ent = entropy_loss(logits_u)
-            total = total + self.entmin_weight * ent
+            terms.append(self.entmin_weight * ent)
             logs["entropy"] = ent.detach()
-        return StepOutput(loss=total, logits_l=logits_l, logs=logs)
+        return terms, logs
 
     def state_dict(self) -> dict:
         return {} if self.directions is None else {"directions": self.directions, "seen": self.seen}
@@ -118,9 +119,9 @@ class VAT(Method):
 def fusable(model: GenexpModel, batch: Batch) -> bool:
     """Whether the labelled batch joins the adversarial one in a single forward pass.
 
-    Only for unmasked inputs: on the CPU, A/B in one process, sharing the pass made the digits
-    MLP's VAT step 5-7 % faster but the packed-sequence BiLSTM's 38 % and MiniLM's 9 % slower
-    (tweets, 32+32 and 16+16), so padded text keeps two passes.
+    Only for unmasked inputs: one larger pass saves kernel calls on small dense models, but a
+    packed-sequence or trimmed-padding text model pays for the longest row of the joint batch,
+    so padded text keeps two passes.
     """
     return batch.mask_l is None and batch.mask_u is None and not couples_batch(model) \
         and batch.x_l.shape[1:] == batch.x_u.shape[1:]

@@ -23,14 +23,10 @@ from torch import Tensor
 
 from genexp.errors import GenexpError
 from genexp.methods._shared import check_positive_int, unlabelled_inputs
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import autocast_off, compute_dtype, frozen_bn_stats, kl_from_logits, unit
-
-
-def unit_matrix(d: Tensor) -> Tensor:
-    """d / ‖d‖_F over the whole tensor (overflow/underflow-safe, like regularizers' per-sample unit)."""
-    return unit(d.reshape(1, -1)).view_as(d)
+from genexp.regularizers._common import kl_from_logits
+from genexp.regularizers.vat import matrix_vat_perturbation
 
 
 class VATEmbeddingMatrix(Method):
@@ -67,32 +63,22 @@ class VATEmbeddingMatrix(Method):
 
     def perturbation(self, model: GenexpModel, x: Tensor, mask: Tensor | None, target_logits: Tensor,
                      generator: torch.Generator | None = None) -> Tensor:
-        """r, shaped like W, with ‖r‖_F = eps: the power-iteration direction of the batch's KL."""
+        """r, shaped like W, with ‖r‖_F = eps: the power-iteration direction of the batch's KL.
+        Runs inside the step's `frozen_bn_stats` (`Method.loss`)."""
         name = self.matrix_name(model)
-        w = model.embedding_layer().weight.detach()
-        dtype = compute_dtype(w)
-        d = torch.randn(w.shape, generator=generator, device=w.device, dtype=dtype)
-        with frozen_bn_stats(model), autocast_off(w):
-            target = target_logits.detach().to(dtype)
-            for _ in range(self.power_iters):
-                prev = unit_matrix(d)
-                d = (self.xi * prev).requires_grad_(True)
-                logits = self.logits_with_matrix(model, name, (w.to(dtype) + d).to(w.dtype), x, mask)
-                (grad,) = torch.autograd.grad(kl_from_logits(target, logits, reduction="sum"), [d])
-                # Logits that did not move (ξ below resolution): keep the previous direction.
-                d = prev if grad.abs().amax() == 0 else grad
-        return (self.eps * unit_matrix(d)).to(w.dtype)
 
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        sup, logits_l = self.supervised(model, batch)
+        def logits_at(matrix: Tensor) -> Tensor:
+            return self.logits_with_matrix(model, name, matrix, x, mask)
+
+        return matrix_vat_perturbation(logits_at, model.embedding_layer().weight, target_logits=target_logits,
+                                       xi=self.xi, eps=self.eps, power_iters=self.power_iters, generator=generator)
+
+    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
         x, mask = unlabelled_inputs(batch, self.include_labeled)
         name = self.matrix_name(model)
-        with torch.no_grad(), frozen_bn_stats(model):
+        with torch.no_grad():
             target = model(x, mask)
         r = self.perturbation(model, x, mask, target, batch.generator)
         w = model.embedding_layer().weight
-        with frozen_bn_stats(model):
-            logits_adv = self.logits_with_matrix(model, name, w + r, x, mask)
-        reg = kl_from_logits(target, logits_adv)
-        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "vat": reg.detach()})
+        reg = kl_from_logits(target, self.logits_with_matrix(model, name, w + r, x, mask))
+        return [self.weight * reg], {"vat": reg.detach()}

@@ -2,8 +2,10 @@
 
 Both perturbation functions differentiate the cross-entropy with respect to the
 perturbation only (``torch.autograd.grad``), so no parameter ``.grad`` is built or touched,
-and they run with BatchNorm running statistics frozen, in float32 (or wider) with autocast
-disabled, exactly like :func:`genexp.regularizers.vat.vat_perturbation`.
+and they run in float32 (or wider) with autocast disabled, exactly like
+:func:`genexp.regularizers.vat.vat_perturbation`. BatchNorm statistics: the caller freezes them
+(a method's step does); called on their own with `model` (or a module as `forward`) they freeze
+that module themselves.
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from torch import Tensor, nn
 from genexp.regularizers._common import (
     Forward,
     autocast_off,
+    ce,
     compute_dtype,
-    frozen_bn_stats,
+    detached,
+    freezing,
     owning_module,
     per_sample_norm,
     unit,
@@ -48,12 +52,12 @@ def fgm_perturbation(
 
     `mask` (broadcastable to x, 1 = real position) keeps padding unperturbed and out of the
     norm. A sample whose gradient is exactly zero gets r = 0. BatchNorm statistics of
-    `model` (or of `forward` when it is a module) are not updated; no parameter gradient is
+    `model` (or of `forward` when it is a module) are frozen here; no parameter gradient is
     touched. The result is detached and has x's dtype.
     """
     dtype = compute_dtype(x)
     x0 = x.detach().to(dtype)
-    with frozen_bn_stats(owning_module(forward, model)), autocast_off(x):
+    with freezing(owning_module(forward, model)), autocast_off(x):
         g = _ce_grad(forward, x0, y)
     return (eps * unit(g, mask)).to(x.dtype)
 
@@ -104,7 +108,7 @@ def pgd_perturbation(
             delta = eps * radius.view(-1, *([1] * (x0.dim() - 1))) * unit(d, m)
     else:
         delta = torch.zeros_like(x0)
-    with frozen_bn_stats(owning_module(forward, model)), autocast_off(x):
+    with freezing(owning_module(forward, model)), autocast_off(x):
         for _ in range(steps):
             g = _ce_grad(forward, x0 + delta, y)
             if norm == "l2":
@@ -115,11 +119,11 @@ def pgd_perturbation(
     return delta.detach().to(x.dtype)
 
 
-def adversarial_loss(forward: Forward, x: Tensor, y: Tensor, r: Tensor) -> Tensor:
+def adversarial_loss(forward: Forward, x: Tensor, y: Tensor, r: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
     """Batch-mean CE(forward(x + r), y) with r detached: the adversarial training loss.
 
     This is a plain training forward: gradients reach θ (and x) only through forward, and
     BatchNorm running statistics ARE updated as in any training pass. Wrap the call in
-    ``frozen_bn_stats(model)`` if the perturbed batch must not leak into them.
+    ``frozen_bn_stats(model)`` if the perturbed batch must not leak into them (a method's step does).
     """
-    return F.cross_entropy(widen(forward(x + r.detach())), y)
+    return ce(forward(x + detached(r)), y, label_smoothing)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import Forward, batchnorms, frozen_bn_stats, owning_module, widen
+from genexp.regularizers._common import Forward, batchnorms, freezing, owning_module, surrogate, widen
 
 
 def _input_leaf(x: Tensor) -> Tensor:
@@ -150,7 +150,8 @@ def param_gradient_penalty(
     deterministically); it is called once, with θ shifted in place, and θ is then restored
     bit-exactly. The shift goes through ``.data`` so the graph of `loss` (which the caller
     still backpropagates for the main objective: this function retains it) stays valid.
-    BatchNorm running statistics of `model`, if given, are not updated by the closure.
+    BatchNorm running statistics of `model`, if given, are frozen here for the closure; a caller
+    that froze them itself (a method's step) passes no `model`.
     The returned value is ‖g‖² exactly; its gradient flows to `params` only.
     ``h`` is the length of the step in parameter space.
     """
@@ -175,17 +176,14 @@ def param_gradient_penalty(
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p.data.add_(g, alpha=h / gnorm.item())
-        with torch.enable_grad(), frozen_bn_stats(model):
+        with torch.enable_grad(), freezing(model):
             shifted = _grads_or_zeros(closure(), params, retain_graph=False)
     finally:
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.data.copy_(s)
     scale = 2.0 * gnorm.item() / h
-    fd = [(gs - g) * scale for gs, g in zip(shifted, grads)]
-    # Surrogate: s − s.detach() is exactly 0 in value but has gradient fd w.r.t. each p.
-    surrogate = sum((p * d).sum() for p, d in zip(params, fd))
-    return value + (surrogate - surrogate.detach())
+    return surrogate(value, params, [(gs - g) * scale for gs, g in zip(shifted, grads)])
 
 
 def _grads_or_zeros(loss: Tensor, params: list[Tensor], *, retain_graph: bool) -> list[Tensor]:

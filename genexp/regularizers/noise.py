@@ -7,13 +7,23 @@ additive Gaussian or multiplicative (Bernoulli dropout-style, or U[0,1]·2).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import Forward, frozen_bn_stats, kl_from_logits, owning_module, widen
+from genexp.regularizers._common import (
+    Forward,
+    ce,
+    detached,
+    freezing,
+    kl_from_logits,
+    owning_module,
+    repeat_batch,
+    surrogate,
+)
+from genexp.regularizers.consistency import softmax_mse
 
 NoiseKind = Literal["gaussian", "bernoulli", "uniform"]
 
@@ -88,6 +98,27 @@ def weight_noise(
                 p.copy_(s)
 
 
+def weight_noise_loss(model: nn.Module, loss_fn: Callable[[], tuple[Tensor, Tensor]], sigma: float, *,
+                      samples: int = 1, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """(1/k) Σ_{j≤k} l(θ + σ·ε_j) with its θ-gradient taken at the noisy points, as a scalar whose
+    backward() (called later, θ restored) deposits that gradient; and the first draw's logits.
+
+    `loss_fn()` runs the forward at the current weights and returns (loss, logits).
+    """
+    params: list[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
+    total, grads, first = 0.0, [torch.zeros_like(p) for p in params], None
+    for _ in range(samples):
+        with weight_noise(model, sigma, params=params, generator=generator):
+            loss, logits = loss_fn()
+            gs = torch.autograd.grad(loss, params, allow_unused=True)
+        for acc, g in zip(grads, gs):
+            if g is not None:
+                acc.add_(g, alpha=1.0 / samples)
+        total = total + loss.detach() / samples
+        first = logits.detach() if first is None else first
+    return surrogate(total, params, grads), first
+
+
 @contextlib.contextmanager
 def hidden_noise(
     model: nn.Module,
@@ -127,11 +158,24 @@ def smooth_labels(y: Tensor, num_classes: int, smoothing: float) -> Tensor:
     return (1.0 - smoothing) * onehot + smoothing / num_classes
 
 
-def _repeat_batch(t: Tensor, k: int, batch: int) -> Tensor:
-    # Only tensors that carry the batch dimension are tiled; broadcastable masks stay as is.
-    if k == 1 or t.dim() == 0 or t.shape[0] != batch:
-        return t
-    return t.repeat(k, *([1] * (t.dim() - 1)))
+def noisy_logits(
+    forward: Forward,
+    x: Tensor,
+    *,
+    sigma: float | None = None,
+    samples: int = 1,
+    kind: NoiseKind = "gaussian",
+    p: float | None = None,
+    mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """forward(noise(x)) on `samples` stacked copies of the batch (k·B rows, copy j first at row j·B)."""
+    if samples < 1:
+        raise ValueError("samples must be >= 1")
+    b = x.shape[0]
+    xs = repeat_batch(x, samples, b)
+    ms = repeat_batch(mask, samples, b)
+    return forward(add_noise(xs, kind=kind, sigma=sigma, p=p, mask=ms, generator=generator))
 
 
 def noisy_ce(
@@ -145,6 +189,7 @@ def noisy_ce(
     p: float | None = None,
     mask: Tensor | None = None,
     generator: torch.Generator | None = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """(1/k) Σ_{j≤k} batch-mean CE(forward(noise_j(x)), y): k noise draws per example.
 
@@ -152,13 +197,8 @@ def noisy_ce(
     estimate of E_ε l(f(x+ε), y)). Noise as in :func:`add_noise`. A training forward:
     BatchNorm statistics are updated, from the noisy k×B batch.
     """
-    if samples < 1:
-        raise ValueError("samples must be >= 1")
-    b = x.shape[0]
-    xs = _repeat_batch(x, samples, b)
-    ms = None if mask is None else _repeat_batch(mask, samples, b)
-    noisy = add_noise(xs, kind=kind, sigma=sigma, p=p, mask=ms, generator=generator)
-    return F.cross_entropy(widen(forward(noisy)), _repeat_batch(y, samples, b))
+    logits = noisy_logits(forward, x, sigma=sigma, samples=samples, kind=kind, p=p, mask=mask, generator=generator)
+    return ce(logits, repeat_batch(y, samples, x.shape[0]), label_smoothing)
 
 
 def noise_consistency_loss(
@@ -179,24 +219,19 @@ def noise_consistency_loss(
     ``"mse"``: Σ_i (F_i − f_i)² per sample (summed over classes) — E ≈ σ² Σ_i ‖∇_x f_i‖².
     ``"kl"``: KL(f(x) ‖ f(x+ε)) — E ≈ ½σ² Σ_i ‖∇_x f_i‖²/f_i.
     The target f(x) is detached (pass `target_logits` from a clean forward you already
-    made). Like VAT, the clean and the noisy passes leave BatchNorm running statistics of
-    `model` (or `forward` when it is a module) unchanged.
+    made). BatchNorm: the caller freezes the statistics (a method's step does); called on its own
+    with `model` (or a module as `forward`) it freezes that module itself.
     """
     if consistency not in ("mse", "kl"):
         raise ValueError(f"consistency must be 'mse' or 'kl', got {consistency!r}")
     if samples < 1:
         raise ValueError("samples must be >= 1")
-    module = owning_module(forward, model)
-    if target_logits is None:
-        with torch.no_grad(), frozen_bn_stats(module):
-            target_logits = forward(x.detach())
-    b = x.shape[0]
-    target = _repeat_batch(target_logits.detach(), samples, b)
-    xs = _repeat_batch(x, samples, b)
-    ms = None if mask is None else _repeat_batch(mask, samples, b)
-    with frozen_bn_stats(module):
-        logits = forward(add_noise(xs, kind="gaussian", sigma=sigma, mask=ms, generator=generator))
+    with freezing(owning_module(forward, model)):
+        if target_logits is None:
+            with torch.no_grad():
+                target_logits = forward(x.detach())
+        logits = noisy_logits(forward, x, sigma=sigma, samples=samples, mask=mask, generator=generator)
+    target = repeat_batch(detached(target_logits), samples, x.shape[0])
     if consistency == "kl":
         return kl_from_logits(target, logits)
-    diff = F.softmax(widen(logits), dim=-1) - F.softmax(widen(target), dim=-1)
-    return diff.pow(2).sum(-1).mean()
+    return softmax_mse(logits, target)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,12 +13,15 @@ from genexp.errors import GenexpError
 from genexp.regularizers._common import (
     Forward,
     compute_dtype,
-    frozen_bn_stats,
+    detached,
+    freezing,
     full_precision,
+    autocast_off,
     kl_from_logits,
     owning_module,
     per_sample_norm,
     unit,
+    widen,
 )
 from genexp.regularizers.rng_replay import RngReplay
 
@@ -43,7 +47,7 @@ def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> flo
     """
     if check_xi(xi) == "auto":
         norm = per_sample_norm(x if mask is None else x * mask)
-        return math.sqrt(resolution(x)) * torch.where(norm > 0, norm, 1.0)
+        return math.sqrt(resolution(x)) * (norm + (norm == 0))  # an all-zero sample gets ‖x‖ := 1
     return float(xi)
 
 
@@ -56,6 +60,57 @@ def check_xi(xi: Xi) -> Xi:
     if xi < 0:
         raise GenexpError(f"method.xi={xi} must be >= 0: set method.xi=auto or a non-negative number")
     return xi
+
+
+class KLTarget:
+    """The clean prediction p(x) that VAT's KL is measured against, as log-probabilities and
+    probabilities computed once per step (the power iteration and the loss both use them)."""
+
+    def __init__(self, logits: Tensor, dtype: torch.dtype | None = None) -> None:
+        logits = detached(logits)
+        self.logp = F.log_softmax(logits.to(dtype or compute_dtype(logits)), dim=-1)
+        self.p = self.logp.exp()
+
+    def kl(self, logits: Tensor) -> Tensor:
+        """Batch mean of KL(p ‖ softmax(logits)); the same arithmetic as `kl_from_logits`."""
+        logq = F.log_softmax(widen(logits), dim=-1)
+        return (self.p * (self.logp - logq)).sum() / (logq.numel() // logq.shape[-1])
+
+
+def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, target: KLTarget,
+                  generator: torch.Generator | None = None, mask: Tensor | None = None, init: Tensor | None = None,
+                  replay: RngReplay | None = None) -> Tensor:
+    """The unit direction (per sample, float32 or wider) of `vat_perturbation`, before scaling by eps.
+
+    The caller freezes BatchNorm statistics (a method's step does; `vat_perturbation` does when
+    called on its own). `target` holds p(x) from the clean pass (`replay` captured before it)."""
+    dtype = compute_dtype(x)
+    x0 = detached(x).to(dtype)
+    if init is None:
+        d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
+    else:
+        d = detached(init).to(dtype)
+    if power_iters <= 0:
+        return unit(d, mask)
+    with full_precision(x):
+        step = finite_difference_step(xi, x0, mask)
+        # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
+        d = gaussian_unit(d, mask) if init is None else unit(d, mask)
+        for _ in range(power_iters):
+            probe = (step * d).requires_grad_(True)
+            with replay.replay() if replay is not None else contextlib.nullcontext():
+                logits = forward(x0 + probe).to(dtype)
+            # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
+            # logits, fed straight into the backward (fewer ops than differentiating the KL).
+            # Summed, not averaged: each sample's gradient is independent of the batch size.
+            (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - target.p)
+            d = unit(grad, mask, previous=d)
+    return d
+
+
+def perturbed(x: Tensor, direction: Tensor, eps: float) -> Tensor:
+    """x + eps·direction in x's dtype, one op; the direction carries no gradient."""
+    return torch.add(x, direction.to(x.dtype), alpha=eps)
 
 
 def vat_perturbation(
@@ -78,37 +133,20 @@ def vat_perturbation(
     to x, 1 = real token) keeps padding unperturbed and out of the norm. `init` starts the
     power iteration from a given direction instead of N(0, I) (warm start). `xi="auto"` picks
     the finite-difference step from the precision and scale of x (`finite_difference_step`). Each power step
-    differentiates w.r.t. the perturbation only, so no parameter gradient is built or touched,
-    and BatchNorm running statistics of `model` (or of `forward` when it is a module) are
-    left unchanged. Runs in float32 (or wider) with autocast and TF32 disabled (`full_precision`).
-    `replay` (captured before the pass that made `target_logits`) gives each probe pass that pass's
-    dropout masks and noise (`RngReplay`).
+    differentiates w.r.t. the perturbation only, so no parameter gradient is built or touched.
+    BatchNorm: the caller freezes the statistics (a method's step does); called on its own with
+    `model` (or a module as `forward`) it freezes that module itself. Runs in float32 (or wider)
+    with autocast and TF32 disabled (`full_precision`). `replay` (captured before the pass that
+    made `target_logits`) gives each probe pass that pass's dropout masks and noise (`RngReplay`).
     """
     dtype = compute_dtype(x)
-    x0 = x.detach().to(dtype)
-    if init is None:
-        d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
-    else:
-        d = init.detach().to(dtype)
-    if power_iters <= 0:
-        return (eps * unit(d, mask)).to(x.dtype)
-    with frozen_bn_stats(owning_module(forward, model)), full_precision(x):
-        step = finite_difference_step(xi, x0, mask)
-        if target_logits is None:
-            with torch.no_grad():
-                target_logits = forward(x0)
-        p_target = F.softmax(target_logits.detach().to(dtype), dim=-1)
-        # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
-        d = gaussian_unit(d, mask) if init is None else unit(d, mask)
-        for _ in range(power_iters):
-            probe = (step * d).requires_grad_(True)
-            with replay.replay() if replay is not None else contextlib.nullcontext():
-                logits = forward(x0 + probe).to(dtype)
-            # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
-            # logits, fed straight into the backward (fewer ops than differentiating the KL).
-            # Summed, not averaged: each sample's gradient is independent of the batch size.
-            (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - p_target)
-            d = unit_or_previous(grad, d, mask)
+    with freezing(owning_module(forward, model)):
+        if target_logits is None and power_iters > 0:
+            with torch.no_grad(), full_precision(x):
+                target_logits = forward(detached(x).to(dtype))
+        target = KLTarget(target_logits, dtype) if power_iters > 0 else None
+        d = vat_direction(forward, x, xi=xi, power_iters=power_iters, target=target, generator=generator,
+                          mask=mask, init=init, replay=replay)
     return (eps * d).to(x.dtype)
 
 
@@ -117,19 +155,6 @@ def gaussian_unit(d: Tensor, mask: Tensor | None) -> Tensor:
     if mask is not None:
         d = d * mask
     return d / (per_sample_norm(d) + 1e-12)
-
-
-def unit_or_previous(grad: Tensor, prev: Tensor, mask: Tensor | None) -> Tensor:
-    """unit(grad) per sample; a sample whose logits did not move at x + ξd (a flat region, or
-    ξd below float resolution) has a zero gradient and keeps its previous direction instead of
-    returning r = 0. One pass of ~10 ops: on tiny models the op count is the cost."""
-    if mask is not None:
-        grad = grad * mask
-    flat = grad.flatten(1)
-    scale = flat.abs().amax(dim=1, keepdim=True)
-    flat = flat / scale.clamp_min(1e-30)  # max-scaling keeps the squared sum in range for tiny gradients
-    flat = flat / (flat.norm(dim=1, keepdim=True) + 1e-12)
-    return torch.where(scale > 0, flat, prev.flatten(1)).view_as(grad)
 
 
 def vat_loss(
@@ -144,21 +169,55 @@ def vat_loss(
     mask: Tensor | None = None,
     model: nn.Module | None = None,
     r_adv: Tensor | None = None,
+    replay: RngReplay | None = None,
 ) -> Tensor:
     """Batch mean of KL(p(x) ‖ p(x + r_adv)); gradients reach θ (and x) only through p(x + r_adv).
 
-    Pass `target_logits` from a clean forward you already made to avoid a second one.
+    Pass `target_logits` from a clean forward you already made to avoid a second one (with
+    `replay` captured before it, when its random draws are to be replayed), and `r_adv` when the
+    perturbation is already computed. BatchNorm: as `vat_perturbation`.
     """
-    module = owning_module(forward, model)
-    replay = None
-    if target_logits is None:
-        replay = RngReplay(x.device)
-        with torch.no_grad(), frozen_bn_stats(module):
-            target_logits = forward(x.detach())
-    target_logits = target_logits.detach()
-    if r_adv is None:
-        r_adv = vat_perturbation(forward, x, xi=xi, eps=eps, power_iters=power_iters, generator=generator,
-                                 target_logits=target_logits, mask=mask, model=module, replay=replay)
-    with frozen_bn_stats(module):
-        logits_adv = forward(x + r_adv.detach())
-    return kl_from_logits(target_logits, logits_adv)
+    with freezing(owning_module(forward, model)):
+        if target_logits is None:
+            replay = RngReplay(x.device)
+            with torch.no_grad():
+                target_logits = forward(x.detach())
+        target = KLTarget(target_logits)
+        if r_adv is None:
+            d = vat_direction(forward, x, xi=xi, power_iters=power_iters, target=target, generator=generator,
+                              mask=mask, replay=replay)
+            x_adv = perturbed(x, d, eps)
+        else:
+            x_adv = x + detached(r_adv)
+        return target.kl(forward(x_adv))
+
+
+def unit_matrix(d: Tensor) -> Tensor:
+    """d / ‖d‖_F over the whole tensor (overflow/underflow-safe, as `unit` per sample)."""
+    return unit(d.reshape(1, -1)).view_as(d)
+
+
+def matrix_vat_perturbation(logits_at: Callable[[Tensor], Tensor], w: Tensor, *, target_logits: Tensor, xi: float,
+                            eps: float, power_iters: int, generator: torch.Generator | None = None) -> Tensor:
+    """bert4keras's VAT (MATH.md §4): one batch-level r shaped like the matrix W, ‖r‖_F = eps.
+
+      d ~ N(0, I);  repeat power_iters times:  d ← ∇_d Σ_b KL(p_b ‖ softmax(logits_at(W + ξ·d/‖d‖_F))_b)
+      r = eps · d/‖d‖_F
+
+    `logits_at(M)` is the batch's logits with W replaced by M; W is held constant and only d is
+    differentiated (no parameter gradient). In float32 (or wider) with autocast off. The caller
+    freezes BatchNorm statistics.
+    """
+    w = detached(w)
+    dtype = compute_dtype(w)
+    d = torch.randn(w.shape, generator=generator, device=w.device, dtype=dtype)
+    with autocast_off(w):
+        target = detached(target_logits).to(dtype)
+        for _ in range(power_iters):
+            prev = unit_matrix(d)
+            d = (xi * prev).requires_grad_(True)
+            logits = logits_at((w.to(dtype) + d).to(w.dtype))
+            (grad,) = torch.autograd.grad(kl_from_logits(target, logits, reduction="sum"), [d])
+            # Logits that did not move (ξ below resolution): keep the previous direction.
+            d = prev if grad.abs().amax() == 0 else grad
+    return (eps * unit_matrix(d)).to(w.dtype)
