@@ -295,3 +295,25 @@ def test_hf_encoder_vat_on_tweets(tmp_path):
     result = train(cfg, tmp_path)
     assert result["status"] == "completed" and result["model"] == "hf_encoder" and result["n_labeled"] == 20
     assert result["n_params"] > 2e7
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_mlp_noise_placement_and_output_batchnorm(before):
+    from genexp.models.mlp import MLP, GaussianNoise
+
+    model = MLP((1, 4, 4), 3, widths=[8, 6], batchnorm=True, hidden_noise=0.5,
+                noise_before_activation=before, output_batchnorm=True)
+    kinds = [type(m).__name__ for m in model.net]
+    first = kinds.index("GaussianNoise")
+    # the noise sits on the normalised pre-activation (ladder style) or on the activation's output
+    assert kinds[first - 1] == ("BatchNorm1d" if before else "ReLU")
+    assert kinds.count("GaussianNoise") == 2 and kinds[-1] == "BatchNorm1d" and kinds[-2] == "Linear"
+    _check_image_model(model, (1, 4, 4), 3, batch=4)
+    model.eval()  # evaluation is deterministic: no noise
+    x = torch.randn(4, 1, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))
+    assert isinstance(model.net[first], GaussianNoise)

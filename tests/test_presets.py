@@ -39,7 +39,7 @@ def test_cifar10_labels_uses_oliver_hyperparameters():
     run = compose_train(["experiment=cifar10_labels", "method=vat"])
     assert (run.optim.lr, run.method.weight, run.steps, run.batch_size) == (3e-3, 0.3, 500000, 100)
     mt = compose_train(["experiment=cifar10_labels", "method=mean_teacher"])
-    assert (mt.optim.lr, mt.method.weight) == (4e-4, 8.0)
+    assert (mt.optim.lr, mt.method.weight, mt.method.rampup_steps) == (4e-4, 8.0, 200000)
     assert run.method.eps == 6.0 and compose_train(["experiment=cifar10_labels", "method=vat_entmin"]).method.eps == 6.0
     assert compose_train(["method=vat"]).method.eps == 1.0  # 6.0 is the preset's, not a global default
 
@@ -47,6 +47,7 @@ def test_cifar10_labels_uses_oliver_hyperparameters():
 def test_mnist_labels_uses_miyato_2018_protocol():
     run = compose_train(["experiment=mnist_labels", "method=vat"])
     assert list(run.model.widths) == [1200, 600, 300, 150] and run.model.batchnorm and run.model.hidden_noise == 0.5
+    assert run.model.output_batchnorm and not run.model.noise_before_activation
     assert (run.batch_size, run.unlabeled_batch_size, run.optim.lr, run.optim.decay_rate, run.optim.decay_steps) == \
         (100, 250, 0.002, 0.9, 500)
     assert run.method.eps == 5.0 and run.dataset.val_size == 1000 and run.unlabeled_includes_labeled

@@ -27,7 +27,8 @@ class GaussianNoise(nn.Module):
 class MLP(GenexpModel):
     def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (256, 256),
                  activation: str = "relu", batchnorm: bool = False, dropout: float = 0.0,
-                 hidden_noise: float = 0.0) -> None:
+                 hidden_noise: float = 0.0, noise_before_activation: bool = False,
+                 output_batchnorm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
@@ -35,13 +36,19 @@ class MLP(GenexpModel):
             layers.append(nn.Linear(width, w))
             if batchnorm:
                 layers.append(nn.BatchNorm1d(w))
+            if hidden_noise > 0 and noise_before_activation:
+                layers.append(GaussianNoise(hidden_noise))
             layers.append(ACTIVATIONS[activation]())
-            if hidden_noise > 0:
+            if hidden_noise > 0 and not noise_before_activation:
                 layers.append(GaussianNoise(hidden_noise))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = w
         layers.append(nn.Linear(width, num_classes))
+        if output_batchnorm:
+            # Miyato et al.'s MNIST MLP normalises the logits too (BatchNorm after every linear
+            # layer, the last included): it bounds how far ε-sized input moves reach the softmax.
+            layers.append(nn.BatchNorm1d(num_classes))
         self.net = nn.Sequential(*layers)
 
     def head(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
