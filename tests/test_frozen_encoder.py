@@ -258,7 +258,7 @@ def test_standardize_is_fitted_on_training_features_only():
     z_train, z_test = standardize(train, test)
     assert torch.allclose(z_train.mean(0), torch.zeros(6), atol=1e-5)
     assert torch.all(z_train[:, 4] == 0) and torch.isfinite(z_test).all()
-    # per-dimension std 1/sqrt(D): the mean squared norm of a feature is 1 (vat_eps keeps its unit-norm scale)
+    # per-dimension std 1/sqrt(D): the mean squared norm of a feature is 1 (method.eps keeps its unit-norm scale)
     assert torch.allclose(z_train.std(0)[[0, 1, 2, 3, 5]], torch.full((5,), 6 ** -0.5), atol=1e-5)
     assert abs(float(z_train.pow(2).sum(1).mean()) - 5 / 6 * 49 / 50) < 1e-4
     # the test split is mapped with the training statistics and never enters them

@@ -39,7 +39,7 @@ def frozen_features(data: Dataset, cfg: DictConfig) -> Dataset:
 def standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
     """Per-dimension standardisation fitted on the training features (no labels; test never
     enters the statistics), divided by sqrt(D) so that a feature's mean squared norm is 1 and
-    perturbation sizes (vat_eps) stay on the scale of unit-normalised features.
+    perturbation sizes (method.eps) stay on the scale of unit-normalised features.
 
     Applied after the cache (which keeps the encoder's pooled features), so it needs no key of its
     own. A dimension that is constant on the training set (MiniLM has one) stays 0: its std is
