@@ -60,7 +60,7 @@ def validate_config(cfg: DictConfig) -> None:
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise GenexpError(f"{key}={value!r} must be a non-negative integer: set e.g. {key}=0")
-    for key in ("ema_decay", "grad_clip"):
+    for key in ("eval_ema", "grad_clip"):
         if cfg.get(key) is not None and not _is_number(cfg[key]):
             raise GenexpError(f"{key}={cfg[key]!r} must be a number")
     for key in ("lr", "weight_decay"):
@@ -78,9 +78,9 @@ def validate_config(cfg: DictConfig) -> None:
     labels = cfg.labels
     if not (labels == "all" or (isinstance(labels, int) and not isinstance(labels, bool))):
         raise GenexpError(f"labels={labels!r} must be an integer or 'all': set e.g. labels=100")
-    ema = cfg.get("ema_decay")
+    ema = cfg.get("eval_ema")
     if ema is not None and not 0 <= ema < 1:
-        raise GenexpError(f"ema_decay={ema} must be in [0, 1): set ema_decay=0 (off) or e.g. 0.999")
+        raise GenexpError(f"eval_ema={ema} must be in [0, 1): set eval_ema=0 (off) or e.g. 0.999")
 
 
 def resolve_device(name: str, d: Dist | None = None) -> torch.device:

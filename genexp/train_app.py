@@ -115,6 +115,8 @@ def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False
     for key in ("progress", "device"):  # how to run, not what to run: the new invocation decides
         saved[key] = cfg[key]
     saved.resume = False
+    if "ema_decay" in saved and "eval_ema" not in saved:  # a run recorded when eval_ema was named ema_decay
+        saved.eval_ema = saved.pop("ema_decay")
     return run_dir, ckpt, saved, loaded
 
 

@@ -132,7 +132,7 @@ class Session:
 def build_session(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist, split_file: Path | None,
                   started: float) -> Session:
     """The run's setup, then what only training needs: the method, the optimizer and the
-    evaluation EMA (ema_decay > 0). Writes nothing."""
+    evaluation EMA (eval_ema > 0). Writes nothing."""
     run = setup_run(cfg, device, d, split_file)
     method = build_method(cfg)
     if method.text_only and run.train.mask is None:
@@ -140,9 +140,9 @@ def build_session(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist,
     method.setup(run.model, num_classes=run.data.num_classes, num_train=len(run.train), device=device)
     optimizer, scheduler = build_optimizer(cfg, run.model)
     ema = None
-    if cfg.get("ema_decay"):
+    if cfg.get("eval_ema"):
         ema = torch.optim.swa_utils.AveragedModel(
-            run.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            run.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.eval_ema), use_buffers=True)
     compile_head(cfg, run.model)  # after the EMA's copy
     params = [p for p in run.model.parameters() if p.requires_grad]
     return Session(cfg, run_dir, d, device, run, method, optimizer, scheduler, ema, params, started)
