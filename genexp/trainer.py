@@ -1,4 +1,9 @@
-"""Step-based semi-supervised training: one labelled and one unlabelled batch per step."""
+"""Step-based semi-supervised training: one labelled and one unlabelled batch per step.
+
+`train` keeps the run's record (result.json, whatever the outcome); `_train` is the loop: build
+the session (the run's setup, then method, optimizer and evaluation EMA), `resume` it when asked,
+then step, `evaluate_and_log` every eval_every steps and `save` a checkpoint every checkpoint_every.
+"""
 from __future__ import annotations
 
 import json
@@ -251,6 +256,13 @@ def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, p
     progress.update(done, loss=train_loss["loss"], train_acc=train_acc, **shown, test_acc=test_acc)
 
 
+def log_setup(s: Session) -> None:
+    cfg, split = s.cfg, s.run.split
+    log.info("%s | %s | %s | labels=%d unlabelled=%d val=%d test=%d | %d params | %s%s", cfg.dataset.name,
+             cfg.model.name, cfg.method.name, len(split.labeled), len(split.unlabeled), len(split.val),
+             len(s.run.test), s.run.n_params, s.device, f" x{s.d.world}" if s.d.enabled else "")
+
+
 def stopping(s: Session, stop: StopOnSignal, done: int) -> bool:
     """Whether a signal asks to stop after step `done` (under torchrun: every rank agrees, at
     evaluation and checkpoint steps only, so that no step pays for a collective)."""
@@ -271,13 +283,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     split_file = run_dir / "split.json" if resume_from is not None else None  # a resumed run keeps its split
     s = build_session(cfg, run_dir, device, d, split_file, started)
     loop = Loop() if resume_from is None else resume(s, resume_from, preloaded)
-    split = s.run.split
-    log.info("%s | %s | %s | labels=%d unlabelled=%d val=%d test=%d | %d params | %s%s", cfg.dataset.name,
-             cfg.model.name, cfg.method.name, len(split.labeled), len(split.unlabeled), len(split.val),
-             len(s.run.test), s.run.n_params, device, f" x{d.world}" if d.enabled else "")
+    log_setup(s)
     if stop is not None and stop.signum is not None and not d.enabled:
         raise Interrupted(stop.signum, loop.step, cfg.steps)  # while setting up: nothing was written yet
-    begin(split)
+    begin(s.run.split)
     open_records(s, loop.step if resume_from is not None else None)
     host_loss = device.type == "cpu" and not d.enabled
     s.model.train()
