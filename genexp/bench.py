@@ -1,6 +1,6 @@
 """`genexp bench`: what a step of each method costs, against a supervised step and its floor.
 
-Cost model (issue 7, in forward units per example): a supervised step on l labelled examples
+Cost model (in forward units per example): a supervised step on l labelled examples
 is one forward + backward ≈ 3l. VAT with r power iterations adds, on u unlabelled examples,
 the clean forward (u), r forward+backward passes to the input only (2u each: no weight
 gradients) and the adversarial forward+backward (3u): floor = (3l + 4u + 2ru) / 3l.
@@ -176,32 +176,11 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose("train", overrides=overrides)
 
 
-def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int, textbook: bool,
-        passes: bool = False) -> dict[str, Any]:
-    from genexp.build import build_dataset, build_method, build_model
-    from genexp.data.split import make_split
-    from genexp.step import BatchSource
-    from genexp.trainer import autocast_for, place_model, resolve_device, seed_everything, set_cpu_threads
+def methods_to_time(cfg: Any, overrides: list[str], methods: list[str] | None, textbook: bool
+                    ) -> list[tuple[str, Method]]:
+    """Supervised first (the reference), then the configured or listed methods, then the textbook port."""
+    from genexp.build import build_method
 
-    cfg = compose(overrides)
-    device = resolve_device(cfg.device)
-    torch.backends.cudnn.benchmark = True
-    seed_everything(cfg.seed)
-    data = build_dataset(cfg)
-    split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes, split_seed=cfg.split_seed,
-                       val_size=data.val_size)
-    model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
-    set_cpu_threads(cfg, device, sum(p.numel() for p in model.parameters()))  # as `genexp train` would
-    if cfg.get("compile", False):
-        model.head = torch.compile(model.head)
-    amp = autocast_for(device, cfg.amp)
-    use_amp = amp is not nullcontext
-    mask = None if data.mask_train is None else data.mask_train.to(device)
-    source = BatchSource(data.x_train.to(device), data.y_train.to(device), mask, torch.as_tensor(split.labeled),
-                         torch.as_tensor(split.unlabeled), batch_size=cfg.batch_size,
-                         unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed,
-                         generator=torch.Generator(device=device).manual_seed(cfg.seed),
-                         preprocess=data.preprocess, augment=data.augment, channels_last=channels_last)
     plain = [o for o in overrides if not o.startswith(("method=", "method."))]
     todo: list[tuple[str, Method]] = [("none", build_method(compose([*plain, "method=none"])))]
     for name in methods or [cfg.method.name]:
@@ -210,10 +189,12 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
     if textbook:
         m = cfg.method if cfg.method.name.startswith("vat") else compose([*plain, "method=vat"]).method
         todo.append(("vat (textbook port)", TextbookVAT(eps=m.eps, power_iters=m.power_iters)))
-    l, u = cfg.batch_size, cfg.unlabeled_batch_size
-    # One fixed batch for every method: two draws of ragged text can differ several-fold in cost.
-    fixed = source.next(0, True)
-    timers = [MethodTimer(model, method, cfg, source, fixed, device, amp) for _, method in todo]
+    return todo
+
+
+def time_interleaved(timers: list[MethodTimer], iters: int, warmup: int) -> None:
+    """Warm every timer up, then time them a chunk at a time in turn, on the fixed batch and then
+    with data drawn per step."""
     for timer in timers:
         timer.run(warmup, with_data=False, record=False)
     chunk = max(1, iters // 5)
@@ -223,6 +204,9 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
             for timer in timers:
                 timer.run(min(chunk, iters - done), with_data=with_data, record=True)
             done += chunk
+
+
+def rows_for(todo: list[tuple[str, Method]], timers: list[MethodTimer], l: int, u: int) -> list[dict[str, Any]]:
     rows = []
     for (name, method), timer in zip(todo, timers):
         ms = statistics.median(timer.times[False])
@@ -234,20 +218,44 @@ def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int
         r["ratio"] = r["ms"] / sup_ms
         r["floor"] = r["cost_units"] / sup_units if r["cost_units"] else None
         r["ratio_to_floor"] = r["ratio"] / r["floor"] if r["floor"] else None
+    return rows
+
+
+def passes_report(model: GenexpModel, cfg: Any, batch: Batch, device: torch.device, amp: Any, iters: int,
+                  warmup: int) -> dict[str, Any]:
+    with amp():
+        passes = time_passes(model, cfg, batch, device, iters, warmup)
+    t = {p["pass"]: p["ms"] for p in passes}
+    base = t["labelled forward + backward"] + t["optimizer step"]
+    extra = sum(t[k] for k in ("clean forward, no graph", "forward + gradient w.r.t. the input only",
+                               "forward + backward (weights)"))
+    # VAT's passes, each timed alone, over a supervised step's: the floor this hardware allows
+    # when nothing but the passes themselves costs (one power iteration, no shared pass).
+    return {"passes": passes, "passes_floor": (base + extra) / base}
+
+
+def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int, textbook: bool,
+        passes: bool = False) -> dict[str, Any]:
+    from genexp.run_setup import compile_head, prepare, setup_run
+
+    cfg = compose(overrides)
+    device = prepare(cfg)
+    torch.backends.cudnn.benchmark = True
+    setup = setup_run(cfg, device)  # the data, split, model and batches `genexp train` would use
+    compile_head(cfg, setup.model)
+    todo = methods_to_time(cfg, overrides, methods, textbook)
+    l, u = cfg.batch_size, cfg.unlabeled_batch_size
+    # One fixed batch for every method: two draws of ragged text can differ several-fold in cost.
+    fixed = setup.source.next(0, True)
+    timers = [MethodTimer(setup.model, method, cfg, setup.source, fixed, device, setup.amp) for _, method in todo]
+    time_interleaved(timers, iters, warmup)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     report = {"dataset": cfg.dataset.name, "model": cfg.model.name, "device": gpu or "cpu",
-              "threads": torch.get_num_threads(), "batch_size": l, "unlabeled_batch_size": u, "amp": bool(use_amp),
-              "iters": iters, "warmup": warmup, "rows": rows}
+              "threads": torch.get_num_threads(), "batch_size": l, "unlabeled_batch_size": u,
+              "amp": bool(setup.amp is not nullcontext), "iters": iters, "warmup": warmup,
+              "rows": rows_for(todo, timers, l, u)}
     if passes:
-        with amp():
-            report["passes"] = time_passes(model, cfg, fixed, device, iters, warmup)
-        t = {p["pass"]: p["ms"] for p in report["passes"]}
-        base = t["labelled forward + backward"] + t["optimizer step"]
-        extra = sum(t[k] for k in ("clean forward, no graph", "forward + gradient w.r.t. the input only",
-                                   "forward + backward (weights)"))
-        # VAT's passes, each timed alone, over a supervised step's: the floor this hardware allows
-        # when nothing but the passes themselves costs (one power iteration, no shared pass).
-        report["passes_floor"] = (base + extra) / base
+        report.update(passes_report(setup.model, cfg, fixed, device, setup.amp, iters, warmup))
     return report
 
 
@@ -307,7 +315,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # Hydra composition errors: one line, like genexp train
-        from genexp.train_app import one_line, show_tracebacks
+        from genexp.errors import one_line, show_tracebacks
 
         if show_tracebacks():
             raise

@@ -1,6 +1,10 @@
 """User-facing errors: one line that says what is wrong and how to fix it."""
 from __future__ import annotations
 
+import os
+
+TRACEBACK_ENV = "GENEXP_TRACEBACK"
+
 
 class GenexpError(Exception):
     """Bad input or configuration. The CLI prints `error: <message>` and exits with code 2."""
@@ -11,3 +15,20 @@ class GenexpError(Exception):
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise GenexpError(message)
+
+
+def show_tracebacks() -> bool:
+    """GENEXP_TRACEBACK=1: let errors through with their traceback instead of one line."""
+    return os.environ.get(TRACEBACK_ENV) == "1"
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's multi-line composition errors, folded into one line."""
+    parts = []
+    for ln in str(e).splitlines():
+        if ln.strip().startswith(("Config search path", "provider=")):
+            break
+        if ln.strip():
+            parts.append(ln.strip())
+    text = "; ".join(parts)
+    return text.replace("Available options in", "available options in").replace(":;", ":")

@@ -136,6 +136,27 @@ def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path) -> 
     return written
 
 
+def _draw_band(ax: Any, key: str, curves: list[list[dict[str, Any]]], color: str, label: str) -> bool:
+    """The mean of `key` over the runs' curves with a ±1 std band; False when no run logged it."""
+    per_step: dict[float, list[float]] = defaultdict(list)
+    for c in curves:
+        last = {rec["step"]: rec for rec in c}  # a resumed run may repeat steps: keep the latest
+        for step, rec in last.items():
+            v = rec.get(key)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                per_step[step].append(100.0 * v if key.endswith("_acc") else v)
+    if not per_step:
+        return False
+    steps = sorted(per_step)
+    stats = [_mean_std(per_step[s]) for s in steps]
+    mean = [m for m, _ in stats]
+    lo = [m - s for m, s in stats]
+    hi = [m + s for m, s in stats]
+    ax.plot(steps, mean, color=color, linewidth=1.6, label=label)
+    ax.fill_between(steps, lo, hi, color=color, alpha=0.2, linewidth=0)
+    return True
+
+
 def plot_curves(results: list[dict[str, Any]], out: Path,
                 keys: tuple[str, ...] = CURVE_METRICS) -> tuple[list[Path], list[str]]:
     """One figure per (dataset, model, labels), one panel per metrics.jsonl key; accuracies in %."""
@@ -164,27 +185,10 @@ def plot_curves(results: list[dict[str, Any]], out: Path,
                 if completed:
                     notes.append(f"{dataset}/{model}/labels={labels}/{method}: no metrics.jsonl in its completed runs")
                 continue
-            color = f"C{i % 10}"
+            label = f"{method} (n={len(curves)}"
+            label += (f", {not_done} not completed, not shown" if not_done else "") + ")"
             for ax, key in zip(axes, keys):
-                per_step: dict[float, list[float]] = defaultdict(list)
-                for c in curves:
-                    last = {rec["step"]: rec for rec in c}  # a resumed run may repeat steps: keep the latest
-                    for step, rec in last.items():
-                        v = rec.get(key)
-                        if isinstance(v, (int, float)) and math.isfinite(v):
-                            per_step[step].append(100.0 * v if key.endswith("_acc") else v)
-                if not per_step:
-                    continue
-                steps = sorted(per_step)
-                stats = [_mean_std(per_step[s]) for s in steps]
-                mean = [m for m, _ in stats]
-                lo = [m - s for m, s in stats]
-                hi = [m + s for m, s in stats]
-                label = f"{method} (n={len(curves)}"
-                label += (f", {not_done} not completed, not shown" if not_done else "") + ")"
-                ax.plot(steps, mean, color=color, linewidth=1.6, label=label)
-                ax.fill_between(steps, lo, hi, color=color, alpha=0.2, linewidth=0)
-                drew = True
+                drew |= _draw_band(ax, key, curves, f"C{i % 10}", label)
         if not drew:
             plt.close(fig)
             continue

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from genexp import distributed
-from genexp.errors import GenexpError
+from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
 from genexp.interrupt import Interrupted, StopOnSignal, exit_code
 
 FAILED_JOBS: list[str] = []
 RESULTS: list[str] = []  # this process's jobs: completed / failed / refused
 SWEEP: dict[str, Any] = {}  # the sweep dir, and whether this command created it
 RESTORE: dict[Path, bytes] = {}  # earlier files Hydra rewrites that must stay byte-identical
-TRACEBACK_ENV = "GENEXP_TRACEBACK"
 SUBDIR_ENV = "GENEXP_HYDRA_SUBDIR"
 NO_SUBDIR = "hydra.output_subdir=null"
 
@@ -48,10 +48,6 @@ class JobFailed(Exception):
     def __init__(self, run_dir: str, reason: str) -> None:
         super().__init__(run_dir, reason)
         self.run_dir, self.reason = run_dir, reason
-
-
-def show_tracebacks() -> bool:
-    return os.environ.get(TRACEBACK_ENV) == "1"
 
 
 class Refused(BaseException):
@@ -119,6 +115,8 @@ def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False
     for key in ("progress", "device"):  # how to run, not what to run: the new invocation decides
         saved[key] = cfg[key]
     saved.resume = False
+    if "ema_decay" in saved and "eval_ema" not in saved:  # a run recorded when eval_ema was named ema_decay
+        saved.eval_ema = saved.pop("ema_decay")
     return run_dir, ckpt, saved, loaded
 
 
@@ -201,110 +199,128 @@ class SweepGuard(Callback):
             RESTORE[earlier] = earlier.read_bytes()
 
 
+@dataclass
+class Job:
+    """One job of `genexp train` (the run, or one run of a sweep), as its error handling sees it."""
+
+    hydra_dir: Path
+    multirun: bool
+    run_dir: Path
+    d: distributed.Dist = field(default_factory=distributed.Dist)
+    state: Any = None  # genexp.trainer.RunState
+
+
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def hydra_train(cfg: DictConfig) -> float | None:
-    from genexp.trainer import RunState, resolve_device, train, validate_config
+    from genexp.trainer import RunState
 
     hc = HydraConfig.get()
     hydra_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
-    run_dir = hydra_dir
-    d = distributed.Dist()
-    state = RunState()
-    task_cfg = cfg
+    job = Job(hydra_dir, hc.mode == RunMode.MULTIRUN, run_dir=hydra_dir, state=RunState())
     stop = StopOnSignal()
     try:
         with stop:
-            validate_config(cfg)  # before anything else, resume included: bad values never start a run
-            d = distributed.init(resolve_device(cfg.device).type)
-            decision: object = None
-            if d.is_main:
-                try:
-                    decision = resolve_resume(cfg, hydra_dir, multirun)
-                except (GenexpError, AlreadyComplete) as e:
-                    decision = e
-            decision = distributed.broadcast_object(decision, d)
-            if isinstance(decision, AlreadyComplete):
-                r = decision.record
-                if d.is_main:
-                    print(f"{decision.run_dir} is already complete (test acc {fmt_acc(r.get('test_acc'))} at best "
-                          f"val, step {r.get('best_step')}): nothing to resume, nothing was changed")
-                    if hydra_dir != decision.run_dir:
-                        remove_if_empty(hydra_dir)
-                RESULTS.append("completed")
-                return r.get("val_acc")
-            if isinstance(decision, GenexpError):
-                raise decision
-            run_dir, ckpt, cfg, loaded = decision
-            if run_dir != hydra_dir and d.is_main:
-                redirect_file_logs(hydra_dir, run_dir)
-                remove_if_empty(hydra_dir)
-            fresh = ckpt is None
-            on_begin = (lambda: save_hydra_files(run_dir, task_cfg)) if fresh else None
-            # The sweep objective (hydra/sweeper=optuna maximises it) is validation accuracy: never test.
-            result = train(cfg, run_dir, resume_from=ckpt, checkpoint=loaded, d=d, on_begin=on_begin, stop=stop,
-                           state=state)
-        if d.is_main:
-            print(summary_line(result, run_dir), flush=True)
+            result = run_job(cfg, job, stop)
+        if isinstance(result, AlreadyComplete):
+            return result.record.get("val_acc")
+        if job.d.is_main:
+            print(summary_line(result, job.run_dir), flush=True)
         RESULTS.append("completed")
+        # The sweep objective (hydra/sweeper=optuna maximises it) is validation accuracy: never test.
         return result["val_acc"]
     except Interrupted as e:
-        if d.is_main:
-            if state.begun:
-                print(f"interrupted by {e.name} at step {e.step} of {e.total}: checkpoint saved; resume with: "
-                      f"{resume_command(run_dir, multirun)}", file=sys.stderr, flush=True)
-            else:
-                print(f"interrupted by {e.name} before training started: nothing was written", file=sys.stderr)
-                remove_if_empty(hydra_dir)
+        report_interrupted(job, e)
         stop.chain(e.signum)
         sys.exit(exit_code(e.signum))
     except KeyboardInterrupt:
-        if d.is_main:
-            if state.begun:
-                print(f"interrupted again: stopped without saving; resume continues from the last checkpoint: "
-                      f"{resume_command(run_dir, multirun)}", file=sys.stderr, flush=True)
-            else:
-                print("interrupted before training started: nothing was written", file=sys.stderr)
-                remove_if_empty(hydra_dir)
+        report_interrupted(job, None)
         sys.exit(130)
     except Exception as e:
         if show_tracebacks():
             raise
-        if state.begun and run_dir.is_dir() and d.is_main:
-            (run_dir / "error.log").write_text(traceback.format_exc())
-        if not state.begun and d.is_main:
-            remove_if_empty(hydra_dir)
-        if isinstance(e, GenexpError):
-            reason = str(e)
-            code = e.exit_code
-        else:
-            first = (str(e).splitlines() or [""])[0]
-            if state.begun:
-                where = f" (result.json marked failed; traceback in {run_dir / 'error.log'})"
-            else:
-                where = f" (nothing was changed in {run_dir}; GENEXP_TRACEBACK=1 shows the traceback)"
-            reason = f"run failed: {type(e).__name__}: {first}{where}"
-            code = 1
-        print(f"error: {reason}", file=sys.stderr)
-        if not multirun:
-            sys.exit(code)
-        FAILED_JOBS.append(str(run_dir))
-        RESULTS.append("failed" if state.begun else "refused")
-        raise JobFailed(str(run_dir), reason) from None
+        report_failure(job, e)
     finally:
         distributed.shutdown()
 
 
-def one_line(e: BaseException) -> str:
-    """Hydra's multi-line composition errors, folded into one line."""
-    parts = []
-    for ln in str(e).splitlines():
-        if ln.strip().startswith(("Config search path", "provider=")):
-            break
-        if ln.strip():
-            parts.append(ln.strip())
-    text = "; ".join(parts)
-    return text.replace("Available options in", "available options in").replace(":;", ":")
+def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComplete:
+    """Check the config, decide (rank 0, shared with the others) whether to start, resume or
+    refuse, then train: the result record, or AlreadyComplete for a completed run (reported)."""
+    from genexp.run_setup import resolve_device, validate_config
+    from genexp.trainer import train
+
+    validate_config(cfg)  # before anything else, resume included: bad values never start a run
+    job.d = distributed.init(resolve_device(cfg.device).type)
+    decision: object = None
+    if job.d.is_main:
+        try:
+            decision = resolve_resume(cfg, job.hydra_dir, job.multirun)
+        except (GenexpError, AlreadyComplete) as e:
+            decision = e
+    decision = distributed.broadcast_object(decision, job.d)
+    if isinstance(decision, AlreadyComplete):
+        report_complete(job, decision)
+        return decision
+    if isinstance(decision, GenexpError):
+        raise decision
+    job.run_dir, ckpt, run_cfg, loaded = decision
+    if job.run_dir != job.hydra_dir and job.d.is_main:
+        redirect_file_logs(job.hydra_dir, job.run_dir)
+        remove_if_empty(job.hydra_dir)
+    on_begin = (lambda: save_hydra_files(job.run_dir, cfg)) if ckpt is None else None
+    return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, on_begin=on_begin, stop=stop,
+                 state=job.state)
+
+
+def report_complete(job: Job, done: AlreadyComplete) -> None:
+    r = done.record
+    if job.d.is_main:
+        print(f"{done.run_dir} is already complete (test acc {fmt_acc(r.get('test_acc'))} at best "
+              f"val, step {r.get('best_step')}): nothing to resume, nothing was changed")
+        if job.hydra_dir != done.run_dir:
+            remove_if_empty(job.hydra_dir)
+    RESULTS.append("completed")
+
+
+def report_interrupted(job: Job, e: Interrupted | None) -> None:
+    """A first signal (`e`: a checkpoint was saved) or a second one (None: stopped without saving)."""
+    if not job.d.is_main:
+        return
+    if not job.state.begun:
+        by = "" if e is None else f" by {e.name}"
+        print(f"interrupted{by} before training started: nothing was written", file=sys.stderr)
+        remove_if_empty(job.hydra_dir)
+    elif e is None:
+        print(f"interrupted again: stopped without saving; resume continues from the last checkpoint: "
+              f"{resume_command(job.run_dir, job.multirun)}", file=sys.stderr, flush=True)
+    else:
+        print(f"interrupted by {e.name} at step {e.step} of {e.total}: checkpoint saved; resume with: "
+              f"{resume_command(job.run_dir, job.multirun)}", file=sys.stderr, flush=True)
+
+
+def report_failure(job: Job, e: Exception) -> None:
+    """One line on stderr; a run that began keeps its traceback in error.log. Exits (a single run)
+    or raises JobFailed (a sweep's job: the sweep goes on)."""
+    begun, run_dir = job.state.begun, job.run_dir
+    if begun and run_dir.is_dir() and job.d.is_main:
+        (run_dir / "error.log").write_text(traceback.format_exc())
+    if not begun and job.d.is_main:
+        remove_if_empty(job.hydra_dir)
+    if isinstance(e, GenexpError):
+        reason, code = str(e), e.exit_code
+    else:
+        first = (str(e).splitlines() or [""])[0]
+        if begun:
+            where = f" (result.json marked failed; traceback in {run_dir / 'error.log'})"
+        else:
+            where = f" (nothing was changed in {run_dir}; GENEXP_TRACEBACK=1 shows the traceback)"
+        reason, code = f"run failed: {type(e).__name__}: {first}{where}", 1
+    print(f"error: {reason}", file=sys.stderr)
+    if not job.multirun:
+        sys.exit(code)
+    FAILED_JOBS.append(str(run_dir))
+    RESULTS.append("failed" if begun else "refused")
+    raise JobFailed(str(run_dir), reason) from None
 
 
 def sweep_summary() -> str | None:

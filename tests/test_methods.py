@@ -119,14 +119,16 @@ def test_every_method_config_trains_on_digits(name, hydra_compose, tmp_path, mon
     cfg = hydra_compose(f"method={name}", "steps=5", "eval_every=5", "progress=false", "labels=30",
                         "batch_size=16", "unlabeled_batch_size=32", "device=cpu", "model.widths=[32]")
     initial = {}
-    build_model = trainer.build_model
+    from genexp import run_setup
+
+    build_model = run_setup.build_model
 
     def recording_build_model(*args, **kwargs):
         model = build_model(*args, **kwargs)
         initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         return model
 
-    monkeypatch.setattr(trainer, "build_model", recording_build_model)
+    monkeypatch.setattr(run_setup, "build_model", recording_build_model)
     result = trainer.train(cfg, tmp_path)
     assert result["status"] == "completed" and result["method"] == name
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

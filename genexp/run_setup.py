@@ -1,0 +1,209 @@
+"""What a run is set up from, for `genexp train` and `genexp bench` alike: the checked config,
+the device, the data and its split, the placed model, and the batches it is trained on.
+
+`genexp bench` calls the same `setup_run` as the trainer, so that what it times is what
+`genexp train` runs.
+"""
+from __future__ import annotations
+
+import math
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from genexp import distributed
+from genexp.build import build_dataset, build_model
+from genexp.data.split import Split, make_split
+from genexp.distributed import Dist
+from genexp.errors import GenexpError
+from genexp.step import BatchSource
+
+DEVICE_NAMES = "auto, cpu, cuda, cuda:<index> or mps"
+
+
+def _non_finite(node: Any, prefix: str = "") -> str | None:
+    """The first key holding a NaN or infinite number, or None."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return prefix if isinstance(node, float) and not math.isfinite(node) else None
+    for k, v in items:
+        found = _non_finite(v, f"{prefix}.{k}" if prefix else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Input errors found from the config alone (before any file is written): one line each."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        raise GenexpError(f"config does not resolve: {(str(e).splitlines() or [''])[0]}") from None
+    bad = _non_finite(resolved)
+    if bad is not None:
+        raise GenexpError(f"{bad}={OmegaConf.select(cfg, bad)} is not a finite number: set {bad} to a finite value")
+    for key in ("seed", "split_seed"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise GenexpError(f"{key}={value!r} must be a non-negative integer: set e.g. {key}=0")
+    for key in ("eval_ema", "grad_clip"):
+        if cfg.get(key) is not None and not _is_number(cfg[key]):
+            raise GenexpError(f"{key}={cfg[key]!r} must be a number")
+    for key in ("lr", "weight_decay"):
+        value = cfg.optim.get(key)
+        if value is not None and not _is_number(value):
+            raise GenexpError(f"optim.{key}={value!r} must be a number: set e.g. optim.{key}=0.001")
+    device = cfg.device
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda", "mps")
+                                           or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise GenexpError(f"device={device!r} is not a device genexp runs on: use {DEVICE_NAMES}")
+    for key in ("steps", "batch_size", "unlabeled_batch_size", "eval_every", "checkpoint_every"):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise GenexpError(f"{key}={value} must be a positive integer: set {key}=<int > 0>")
+    labels = cfg.labels
+    if not (labels == "all" or (isinstance(labels, int) and not isinstance(labels, bool))):
+        raise GenexpError(f"labels={labels!r} must be an integer or 'all': set e.g. labels=100")
+    ema = cfg.get("eval_ema")
+    if ema is not None and not 0 <= ema < 1:
+        raise GenexpError(f"eval_ema={ema} must be in [0, 1): set eval_ema=0 (off) or e.g. 0.999")
+
+
+def resolve_device(name: str, d: Dist | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GenexpError(f"device={name} but no CUDA device is visible: set device=cpu or device=auto")
+    if d is not None and d.enabled and name.startswith("cuda"):
+        return distributed.local_device()
+    return torch.device(name)
+
+
+def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int | None = None) -> None:
+    """`cpu_threads`: an int (applied at once), or auto = one intra-op thread for models under 5M
+    parameters on CPU (applied once `n_params` is known)."""
+    threads = cfg.get("cpu_threads")
+    if threads not in (None, "auto"):
+        torch.set_num_threads(int(threads))
+    elif threads == "auto" and device.type == "cpu" and n_params is not None and n_params < 5e6:
+        # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
+        # and when another process holds a core their spin-waits make steps 10-100x slower.
+        torch.set_num_threads(1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(cfg: DictConfig, d: Dist | None = None) -> torch.device:
+    """Check the config, pick the device, limit CPU threads (the dataset's preprocessing, ZCA
+    included, runs under the limit too) and seed every RNG: what comes before anything is built."""
+    validate_config(cfg)
+    device = resolve_device(cfg.device, d)
+    set_cpu_threads(cfg, device)
+    seed_everything(cfg.seed)
+    return device
+
+
+def place_model(model: torch.nn.Module, device: torch.device, input_shape: tuple[int, ...]) -> tuple[Any, bool]:
+    """Move to the device; image models on GPU go channels_last with cuDNN autotuning."""
+    model = model.to(device)
+    channels_last = device.type == "cuda" and len(input_shape) == 3
+    if channels_last:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    return model, channels_last
+
+
+def autocast_for(device: torch.device, amp: Any) -> Any:
+    """bf16 autocast on GPU when amp is auto/bf16/true; a no-op context on CPU."""
+    if device.type == "cuda" and amp in ("auto", "bf16", True):
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext
+
+
+def compile_head(cfg: DictConfig, model: Any) -> None:
+    """`compile=true`: methods call embed/head directly (perturbations enter between them), so the
+    head is what is compiled. Call it after any copy of the model (an EMA) is taken, which must not
+    share the compiled function."""
+    if cfg.get("compile", False):
+        model.head = torch.compile(model.head)
+
+
+@dataclass
+class Subset:
+    """Examples on the device: inputs, labels and text masks (None for non-text data)."""
+    x: Tensor
+    y: Tensor
+    mask: Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class RunSetup:
+    """A run's data, split, placed model and batch source, built the same for train and bench."""
+    data: Any
+    split: Split
+    train: Subset
+    val: Subset
+    test: Subset
+    model: Any
+    n_params: int
+    channels_last: bool
+    amp: Any
+    source: BatchSource
+
+
+def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, split_file: Path | None = None
+              ) -> RunSetup:
+    """Build the dataset, its split (read from `split_file` when given: a resumed run keeps the
+    split it recorded), the model placed on `device`, and the batch source. The global RNGs are
+    those `prepare` seeded: the model's initial weights depend on nothing else."""
+    d = d or Dist()
+    data = build_dataset(cfg)
+    if split_file is not None and split_file.exists():
+        split = Split.load(split_file)
+    else:
+        split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes,
+                           split_seed=cfg.split_seed, val_size=data.val_size, strategy=cfg.labeled_strategy,
+                           unlabeled_includes_labeled=cfg.unlabeled_includes_labeled)
+    for key in ("batch_size", "unlabeled_batch_size"):
+        if cfg[key] % d.world:
+            raise GenexpError(f"{key}={cfg[key]} is not divisible by the {d.world} processes: use a multiple")
+    train = Subset(data.x_train.to(device), data.y_train.to(device),
+                   None if data.mask_train is None else data.mask_train.to(device))
+    test = Subset(data.x_test.to(device), data.y_test.to(device),
+                  None if data.mask_test is None else data.mask_test.to(device))
+    val_idx = torch.as_tensor(split.val, device=device, dtype=torch.long)
+    val = Subset(train.x[val_idx], train.y[val_idx], None if train.mask is None else train.mask[val_idx])
+
+    model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
+    n_params = sum(p.numel() for p in model.parameters())
+    set_cpu_threads(cfg, device, n_params)
+    if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3 + d.rank)
+    source = BatchSource(train.x, train.y, train.mask, torch.as_tensor(split.labeled),
+                         torch.as_tensor(split.unlabeled), batch_size=cfg.batch_size,
+                         unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed, generator=gen,
+                         preprocess=data.preprocess, augment=data.augment, d=d, channels_last=channels_last)
+    return RunSetup(data=data, split=split, train=train, val=val, test=test, model=model, n_params=n_params,
+                    channels_last=channels_last, amp=autocast_for(device, cfg.amp), source=source)
