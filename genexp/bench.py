@@ -22,7 +22,6 @@ import torch
 from genexp.errors import GenexpError
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats, kl_from_logits, unit
 
 
 class TextbookVAT(Method):
@@ -168,7 +167,8 @@ def time_passes(model0: GenexpModel, cfg: Any, batch: Batch, device: torch.devic
 
 
 def compose(overrides: list[str]) -> Any:
-    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()

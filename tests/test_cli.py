@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-
 from helpers import FAST, genexp, results_under
 
 RESULT_KEYS = {"status", "dataset", "model", "method", "labels", "seed", "split_seed", "steps", "val_acc",

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import genexp
 
 from genexp.data.augment import TranslateFlip, translate_flip
@@ -76,8 +75,9 @@ def test_fake_cifar_is_the_real_format(cifar_root):
 
 
 def test_cifar_loads_through_torchvision(cifar_root):
-    from genexp.data.cifar10 import load_cifar10, read_cifar10
     from torchvision.datasets import CIFAR10
+
+    from genexp.data.cifar10 import load_cifar10, read_cifar10
 
     train, test = read_cifar10(cifar_root, verify_md5=False)
     assert isinstance(train, CIFAR10) and train.classes == CIFAR_NAMES  # torchvision's own class and meta reader

@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
+from helpers import FAST, genexp, results_under
 
 from genexp.models.wrn import WideResNet
 from genexp.regularizers import vat_perturbation
-from helpers import FAST, genexp, results_under
 
 pytestmark = pytest.mark.gpu
 

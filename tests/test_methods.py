@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import genexp
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from torch import Tensor, nn
@@ -31,8 +32,6 @@ from genexp.methods.vat_embedding_matrix import VATEmbeddingMatrix
 from genexp.models.base import GenexpModel
 from genexp.models.mlp import MLP
 from genexp.regularizers._common import kl_from_logits
-
-from helpers import genexp
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "genexp" / "configs" / "method"
 ALL_METHODS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import FAST, genexp, results_under
 from test_datasets import Py2Pickler
 

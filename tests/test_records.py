@@ -4,16 +4,12 @@ Real `genexp` subprocesses throughout (real signals for the interrupts).
 """
 import json
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
 from helpers import genexp
 
 TINY = ["steps=4", "eval_every=2", "checkpoint_every=2", "progress=false", "cpu_threads=1"]

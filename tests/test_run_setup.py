@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import genexp
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
@@ -14,7 +15,6 @@ from genexp.data.split import Split
 from genexp.errors import GenexpError
 from genexp.interrupt import Interrupted, StopOnSignal
 from genexp.run_setup import validate_config
-from helpers import genexp
 
 SMALL = ["labels=30", "batch_size=16", "unlabeled_batch_size=32", "device=cpu", "cpu_threads=1", "progress=false",
          "model.widths=[32]"]

@@ -6,9 +6,9 @@ import re
 import statistics
 
 import pytest
+from helpers import genexp
 
 from genexp import table
-from helpers import genexp
 
 
 def write_run(root, name, **result):

@@ -15,8 +15,8 @@ from genexp.errors import GenexpError
 from genexp.models.mlp import MLP
 
 # Keys only the frozen mode reads; the fine-tuned HFEncoder must not receive them.
-FROZEN_KEYS = ("freeze", "pooling", "normalize", "standardize", "head_widths", "head_activation", "head_dropout", "head_batchnorm",
-               "encode_batch_size", "cache_dir")
+FROZEN_KEYS = ("freeze", "pooling", "normalize", "standardize", "head_widths", "head_activation", "head_dropout",
+               "head_batchnorm", "encode_batch_size", "cache_dir")
 
 
 def is_frozen(model_cfg: DictConfig) -> bool:

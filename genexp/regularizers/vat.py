@@ -12,11 +12,11 @@ from torch import Tensor, nn
 from genexp.errors import GenexpError
 from genexp.regularizers._common import (
     Forward,
+    autocast_off,
     compute_dtype,
     detached,
     freezing,
     full_precision,
-    autocast_off,
     kl_from_logits,
     owning_module,
     per_sample_norm,
