@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from genexp import distributed
+from genexp.bn_recalibration import recalibrated
 from genexp.build import build_method, build_optimizer
 from genexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from genexp.data.split import Split
@@ -231,6 +232,10 @@ def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, p
     train_loss, train_acc = close_interval(s, loop, done, interval_start)
     eval_model = s.method.eval_model(s.model) or (s.ema.module if s.ema is not None else s.model)
     distributed.average_buffers(eval_model, s.d)
+    if s.cfg.get("bn_recalibrate"):
+        eval_model = recalibrated(eval_model, s.run.source.x, torch.as_tensor(s.run.split.unlabeled),
+                                  examples=s.cfg.bn_recalibrate, batch_size=s.cfg.unlabeled_batch_size,
+                                  seed=s.cfg.seed, mask=s.run.source.mask, preprocess=s.run.data.preprocess)
 
     def score(name: str, subset: Subset) -> tuple[float, float]:
         return evaluate(eval_model, subset.x, subset.y, subset.mask, s.run.amp, s.run.data.preprocess, s.d,
