@@ -47,7 +47,7 @@ def test_cifar10_labels_uses_oliver_hyperparameters():
 def test_mnist_labels_uses_miyato_2018_protocol():
     run = compose_train(["experiment=mnist_labels", "method=vat"])
     assert list(run.model.widths) == [1200, 600, 300, 150] and run.model.batchnorm and run.model.hidden_noise == 0.5
-    assert run.model.output_batchnorm and not run.model.noise_before_activation
+    assert run.model.output_batchnorm and not run.model.noise_before_activation and run.bn_recalibrate >= 59000
     assert (run.batch_size, run.unlabeled_batch_size, run.optim.lr, run.optim.decay_rate, run.optim.decay_steps) == \
         (100, 250, 0.002, 0.9, 500)
     assert run.method.eps == 5.0 and run.dataset.val_size == 1000 and run.unlabeled_includes_labeled
