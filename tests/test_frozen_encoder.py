@@ -140,14 +140,19 @@ def _build_in_child(bert: str, cache: str, log: str, barrier) -> None:
 
 
 def test_parallel_builders_encode_once_and_leave_one_valid_entry(bert, tmp_path):
-    ctx = multiprocessing.get_context("fork")  # OMP_NUM_THREADS=1: no thread pool to break by forking
+    # spawn, not fork: a fork after torch has started its thread pools (an earlier test that
+    # trained in this process) can leave the children deadlocked.
+    ctx = multiprocessing.get_context("spawn")
     log, barrier = tmp_path / "encoded.log", ctx.Barrier(2)
     procs = [ctx.Process(target=_build_in_child, args=(str(bert), str(tmp_path), str(log), barrier))
              for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(180)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
     assert [p.exitcode for p in procs] == [0, 0]
     # encode_texts runs once per split (train, test), in one process only.
     assert len(set(log.read_text().split())) == 1 and len(log.read_text().split()) == 2
