@@ -7,7 +7,7 @@ additive Gaussian or multiplicative (Bernoulli dropout-style, or U[0,1]·2).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -178,26 +178,16 @@ def noisy_logits(
     return forward(add_noise(xs, kind=kind, sigma=sigma, p=p, mask=ms, generator=generator))
 
 
-def noisy_ce(
-    forward: Forward,
-    x: Tensor,
-    y: Tensor,
-    *,
-    sigma: float | None = None,
-    samples: int = 1,
-    kind: NoiseKind = "gaussian",
-    p: float | None = None,
-    mask: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    label_smoothing: float = 0.0,
-) -> Tensor:
-    """(1/k) Σ_{j≤k} batch-mean CE(forward(noise_j(x)), y): k noise draws per example.
+def noisy_ce(forward: Forward, x: Tensor, y: Tensor, *, label_smoothing: float = 0.0, samples: int = 1,
+             **noise: Any) -> Tensor:
+    """(1/k) Σ_{j≤k} batch-mean CE(forward(noise_j(x)), y): k = `samples` noise draws per example.
 
     The k copies go through one forward of a k×B batch (k× the cost, a lower-variance
-    estimate of E_ε l(f(x+ε), y)). Noise as in :func:`add_noise`. A training forward:
-    BatchNorm statistics are updated, from the noisy k×B batch.
+    estimate of E_ε l(f(x+ε), y)). `noise`: the keywords of :func:`noisy_logits` (sigma, kind,
+    p, mask, generator). A training forward: BatchNorm statistics are updated, from the noisy
+    k×B batch.
     """
-    logits = noisy_logits(forward, x, sigma=sigma, samples=samples, kind=kind, p=p, mask=mask, generator=generator)
+    logits = noisy_logits(forward, x, samples=samples, **noise)
     return ce(logits, repeat_batch(y, samples, x.shape[0]), label_smoothing)
 
 
