@@ -56,8 +56,8 @@ def validate_config(cfg: DictConfig) -> None:
     bad = _non_finite(resolved)
     if bad is not None:
         raise GenexpError(f"{bad}={OmegaConf.select(cfg, bad)} is not a finite number: set {bad} to a finite value")
-    for key in ("seed", "split_seed"):
-        value = cfg[key]
+    for key in ("seed", "split_seed", "bn_recalibrate"):
+        value = cfg.get(key, 0)  # a run recorded before bn_recalibrate existed has no such key
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise GenexpError(f"{key}={value!r} must be a non-negative integer: set e.g. {key}=0")
     for key in ("eval_ema", "grad_clip"):
@@ -71,9 +71,6 @@ def validate_config(cfg: DictConfig) -> None:
     if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda", "mps")
                                            or (device.startswith("cuda:") and device[5:].isdigit())):
         raise GenexpError(f"device={device!r} is not a device genexp runs on: use {DEVICE_NAMES}")
-    recal = cfg.get("bn_recalibrate", 0)
-    if not isinstance(recal, int) or isinstance(recal, bool) or recal < 0:
-        raise GenexpError(f"bn_recalibrate={recal!r} must be a non-negative integer: set bn_recalibrate=0 (off) or e.g. 10000")
     for key in ("steps", "batch_size", "unlabeled_batch_size", "eval_every", "checkpoint_every"):
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
