@@ -317,3 +317,18 @@ def test_mlp_noise_placement_and_output_batchnorm(before):
     with torch.no_grad():
         assert not torch.equal(model(x), model(x))
     assert isinstance(model.net[first], GaussianNoise)
+
+
+def test_mlp_weight_init_normal_fan_in():
+    from genexp.models.mlp import MLP
+
+    torch.manual_seed(0)
+    model = MLP((1, 20, 20), 3, widths=[500], weight_init="normal_fan_in")
+    first = model.net[1]
+    # N(0, 1/fan_in): std 1/20 over 200k draws, against PyTorch's default 1/(20·√3)
+    assert abs(first.weight.std().item() * 20 - 1.0) < 0.02
+    assert torch.equal(first.bias, torch.zeros_like(first.bias))
+    default = MLP((1, 20, 20), 3, widths=[500])
+    assert abs(default.net[1].weight.std().item() * 20 * 3 ** 0.5 - 1.0) < 0.02
+    with pytest.raises(GenexpError, match="model.weight_init"):
+        MLP((1, 4, 4), 3, weight_init="xavier")

@@ -7,8 +7,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from genexp.errors import GenexpError
 from genexp.models.base import GenexpModel
 
+INITS = ("torch", "normal_fan_in")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
@@ -28,8 +30,10 @@ class MLP(GenexpModel):
     def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (256, 256),
                  activation: str = "relu", batchnorm: bool = False, dropout: float = 0.0,
                  hidden_noise: float = 0.0, noise_before_activation: bool = False,
-                 output_batchnorm: bool = False) -> None:
+                 output_batchnorm: bool = False, weight_init: str = "torch") -> None:
         super().__init__()
+        if weight_init not in INITS:
+            raise GenexpError(f"model.weight_init={weight_init!r} is unknown: set model.weight_init to one of {', '.join(INITS)}")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for w in widths:
@@ -50,6 +54,14 @@ class MLP(GenexpModel):
             # layer, the last included): it bounds how far ε-sized input moves reach the softmax.
             layers.append(nn.BatchNorm1d(num_classes))
         self.net = nn.Sequential(*layers)
+        if weight_init == "normal_fan_in":
+            for m in self.net:
+                if isinstance(m, nn.Linear):
+                    # N(0, 1/fan_in), zero bias: Miyato et al.'s Linear layer (github.com/takerum/vat
+                    # source/theano/layers/linear.py). Under BatchNorm the weight scale sets Adam's
+                    # effective step (lr / ‖W‖): PyTorch's uniform init is √3 narrower.
+                    nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(m.in_features))
+                    nn.init.zeros_(m.bias)
 
     def head(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.net(h)
