@@ -93,29 +93,16 @@ def resolve_device(name: str, d: Dist | None = None) -> torch.device:
     return torch.device(name)
 
 
-def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int | None = None,
-                    dense_work: float = 0.0) -> None:
+def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int | None = None) -> None:
     """`cpu_threads`: an int (applied at once), or auto = one intra-op thread for models under 5M
-    parameters on CPU whose step is small (applied once `n_params` is known). `dense_work` is the
-    step's multiply-adds in linear layers per forward (their weights x rows per step)."""
+    parameters on CPU (applied once `n_params` is known)."""
     threads = cfg.get("cpu_threads")
     if threads not in (None, "auto"):
         torch.set_num_threads(int(threads))
-    elif threads == "auto" and device.type == "cpu" and n_params is not None and n_params < 5e6 \
-            and dense_work < DENSE_WORK_FOR_THREADS:
+    elif threads == "auto" and device.type == "cpu" and n_params is not None and n_params < 5e6:
         # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
         # and when another process holds a core their spin-waits make steps 10-100x slower.
-        # Large matrix products (MNIST's 1.9M-weight MLP on 350 rows) split well: 2 threads
-        # take a VAT step from ~90 to ~52 ms on this 2-core machine.
         torch.set_num_threads(1)
-
-
-DENSE_WORK_FOR_THREADS = 2e8
-
-
-def dense_work(model: torch.nn.Module, rows: int) -> float:
-    """Multiply-adds of one forward through the model's linear layers for `rows` examples."""
-    return float(rows * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)))
 
 
 def seed_everything(seed: int) -> None:
@@ -210,7 +197,7 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
 
     model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
     n_params = sum(p.numel() for p in model.parameters())
-    set_cpu_threads(cfg, device, n_params, dense_work(model, cfg.batch_size + cfg.unlabeled_batch_size))
+    set_cpu_threads(cfg, device, n_params)
     if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3 + d.rank)

@@ -9,7 +9,6 @@ import torch
 from helpers import genexp
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from genexp import bench, trainer
 from genexp.data.split import Split
@@ -113,15 +112,3 @@ def test_a_run_recorded_with_ema_decay_and_best_state_resumes_to_the_same_result
     final = torch.load(old / "checkpoint.pt", weights_only=True)
     assert "best_state" not in final["loop"] and final["config"]["eval_ema"] == 0.9
     assert final["ema"] is not None  # the EMA was evaluated, as the old record asked
-
-
-@pytest.mark.parametrize("widths,rows,expect_one", [([16], 350, True), ([1200, 600], 350, False)])
-def test_auto_threads_split_only_large_linear_work(threads, widths, rows, expect_one):
-    from genexp.models.mlp import MLP
-    from genexp.run_setup import dense_work, set_cpu_threads
-
-    torch.set_num_threads(2)
-    model = MLP((1, 28, 28), 10, widths=widths)
-    set_cpu_threads(OmegaConf.create({"cpu_threads": "auto"}), torch.device("cpu"),
-                    sum(p.numel() for p in model.parameters()), dense_work(model, rows))
-    assert (torch.get_num_threads() == 1) == expect_one
