@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Iterable
 
 TRACEBACK_ENV = "GENEXP_TRACEBACK"
 
@@ -15,6 +16,14 @@ class GenexpError(Exception):
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise GenexpError(message)
+
+
+def check_choice(key: str, value: str, choices: Iterable[str], *, group: str = "method") -> str:
+    """`value` if it is one of `choices`; else a one-line error naming `group.key` and the choices."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise GenexpError(f"{group}.{key}={value!r} is unknown: set {group}.{key} to one of {', '.join(choices)}")
+    return value
 
 
 def show_tracebacks() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -87,13 +87,6 @@ def sigmoid_rampup(step: int, rampup_steps: int) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-def check_choice(key: str, value: str, choices: Iterable[str]) -> str:
-    choices = tuple(choices)
-    if value not in choices:
-        raise GenexpError(f"method.{key}={value!r} is unknown: set method.{key} to one of {', '.join(choices)}")
-    return value
-
-
 def check_positive_int(**values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -104,4 +97,3 @@ def check_probability(**values: float) -> None:
     for key, value in values.items():
         if value is None or not 0.0 <= value <= 1.0:
             raise GenexpError(f"method.{key}={value} must be in [0, 1]: set method.{key}=<number in [0, 1]>")
-

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from genexp.methods._shared import check_choice
+from genexp.errors import check_choice
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import frozen_bn_stats

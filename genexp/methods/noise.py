@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from genexp.errors import GenexpError
-from genexp.methods._shared import check_choice, check_positive_int, view
+from genexp.errors import GenexpError, check_choice
+from genexp.methods._shared import check_positive_int, view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.regularizers._common import repeat_batch

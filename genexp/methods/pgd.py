@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods._shared import View, check_choice, check_positive_int
+from genexp.errors import check_choice
+from genexp.methods._shared import View, check_positive_int
 from genexp.methods.base import Batch
 from genexp.methods.fgm import FGM
 from genexp.models.base import GenexpModel

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from genexp.errors import GenexpError
+from genexp.errors import check_choice
 from genexp.models.base import GenexpModel
 
 INITS = ("torch", "normal_fan_in")
@@ -32,8 +32,7 @@ class MLP(GenexpModel):
                  hidden_noise: float = 0.0, noise_before_activation: bool = False,
                  output_batchnorm: bool = False, weight_init: str = "torch") -> None:
         super().__init__()
-        if weight_init not in INITS:
-            raise GenexpError(f"model.weight_init={weight_init!r} is unknown: set model.weight_init to one of {', '.join(INITS)}")
+        check_choice("weight_init", weight_init, INITS, group="model")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for w in widths:
