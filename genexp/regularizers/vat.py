@@ -92,7 +92,13 @@ def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, targ
         d = detached(init).to(dtype)
     if power_iters <= 0:
         return unit(d, mask)
+    reduced = torch.is_autocast_enabled(x.device.type)
     with full_precision(x):
+        if reduced:
+            # The caller's p(x) came from an autocast (bf16) pass: against it, f(x + ξd) − f(x)
+            # would be bf16 rounding (~1e-2), not ξ·Hd. Both sides of the difference need float32.
+            with torch.no_grad(), replay.replay() if replay is not None else contextlib.nullcontext():
+                target = KLTarget(forward(x0), dtype)
         step = finite_difference_step(xi, x0, mask)
         # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
         d = gaussian_unit(d, mask) if init is None else unit(d, mask)
@@ -211,7 +217,11 @@ def matrix_vat_perturbation(logits_at: Callable[[Tensor], Tensor], w: Tensor, *,
     w = detached(w)
     dtype = compute_dtype(w)
     d = torch.randn(w.shape, generator=generator, device=w.device, dtype=dtype)
+    reduced = torch.is_autocast_enabled(w.device.type)
     with autocast_off(w):
+        if reduced:  # as in vat_direction: the finite difference needs a float32 p(x), not the autocast one
+            with torch.no_grad():
+                target_logits = logits_at(w)
         target = detached(target_logits).to(dtype)
         for _ in range(power_iters):
             prev = unit_matrix(d)
