@@ -138,9 +138,9 @@ def place_model(model: torch.nn.Module, device: torch.device, input_shape: tuple
 def autocast_for(device: torch.device, amp: Any) -> Any:
     """bf16 autocast on GPU when amp is auto/bf16/true; on CPU only when asked for (bf16/true).
 
-    `auto` leaves the CPU in float32: bf16 matmuls are ~2x faster only where the CPU has native
-    bf16 instructions (AVX512-BF16, AMX), and slower than float32 elsewhere. The VAT power
-    iteration runs in float32 either way (`regularizers._common.full_precision`).
+    `auto` leaves the CPU in float32: bf16 can only pay on CPUs with native bf16 matmuls
+    (AVX512-BF16, AMX; a bare matmul ran 2x faster on genexp's Zen 4 test machine), and a VAT step
+    gains less, as its power iteration stays float32 (`regularizers._common.full_precision`).
     """
     if device.type == "cuda" and amp in ("auto", "bf16", True):
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
