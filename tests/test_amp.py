@@ -62,3 +62,34 @@ def test_autocast_for_cpu_only_when_asked():
 def test_bad_amp_is_one_line(tmp_path, value):
     p = genexp("train", "dataset=random", f"amp={value}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "amp=" in p.stderr and "Traceback" not in p.stderr
+
+
+def _cfg(*overrides: str):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("genexp.configs", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("model", ["mlp", "lstm"])
+def test_vat_trains_under_cpu_bf16(tmp_path, model):
+    """amp=bf16 on CPU through the whole run: BatchNorm + hidden noise (MLP), packed LSTM on text."""
+    from genexp.trainer import train
+
+    common = ["method=vat", "amp=bf16", "device=cpu", "cpu_threads=1", "steps=3", "eval_every=3", "progress=false",
+              "batch_size=8", "unlabeled_batch_size=8"]
+    if model == "mlp":
+        overrides = ["dataset=random", "labels=20", "model.widths=[16]", "model.batchnorm=true",
+                     "model.hidden_noise=0.5", "bn_recalibrate=64"]
+    else:
+        words = ["good", "bad", "fine", "awful", "nice", "poor"]
+        rows = "".join(f"\"{words[i % 6]} {words[(i * 7) % 6]} film {i}\",{['neg', 'pos'][i % 2]}\n" for i in range(80))
+        (tmp_path / "t.csv").write_text("text,label\n" + rows)
+        overrides = ["dataset=text", f"dataset.path={tmp_path / 't.csv'}", "model=lstm", "model.embed_dim=8",
+                     "model.hidden_size=8", "labels=10"]
+    run = tmp_path / "run"
+    run.mkdir()
+    result = train(_cfg(*common, *overrides), run)
+    assert result["status"] == "completed" and 0.0 <= result["test_acc"] <= 1.0
