@@ -77,7 +77,7 @@ def validate_config(cfg: DictConfig) -> None:
             raise GenexpError(f"{key}={value} must be a positive integer: set {key}=<int > 0>")
     amp = cfg.get("amp", "auto")
     if not (isinstance(amp, bool) or amp in ("auto", "bf16")):  # not `in (True, ...)`: 1 == True
-        raise GenexpError(f"amp={cfg.amp!r} is not an autocast mode: use amp=auto (GPU only), amp=bf16 (GPU and CPU) "
+        raise GenexpError(f"amp={amp!r} is not an autocast mode: use amp=auto (GPU only), amp=bf16 (GPU and CPU) "
                           f"or amp=false")
     labels = cfg.labels
     if not (labels == "all" or (isinstance(labels, int) and not isinstance(labels, bool))):

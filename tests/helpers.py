@@ -1,4 +1,4 @@
-"""Running the real `genexp` command in a subprocess, as a user would."""
+"""Running the real `genexp` command in a subprocess, as a user would; composing its config in-process."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,16 @@ import sys
 from pathlib import Path
 
 FAST = ["steps=20", "eval_every=10", "progress=false"]
+
+
+def train_cfg(*overrides: str):
+    """`genexp train`'s config for these overrides, composed in-process (nothing runs)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("genexp.configs", version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 def genexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@ difference, and `amp` on the command line is checked."""
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import genexp
+from helpers import genexp, train_cfg
 from torch import nn
 
 from genexp.regularizers.vat import KLTarget, matrix_vat_perturbation, vat_direction
@@ -64,32 +64,15 @@ def test_bad_amp_is_one_line(tmp_path, value):
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "amp=" in p.stderr and "Traceback" not in p.stderr
 
 
-def _cfg(*overrides: str):
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
-
-
-@pytest.mark.parametrize("model", ["mlp", "lstm"])
-def test_vat_trains_under_cpu_bf16(tmp_path, model):
-    """amp=bf16 on CPU through the whole run: BatchNorm + hidden noise (MLP), packed LSTM on text."""
+def test_vat_trains_under_cpu_bf16(tmp_path):
+    """amp=bf16 on CPU through a whole run with BatchNorm, hidden noise and BatchNorm re-estimation
+    (the packed LSTM's run: tests/test_models.py)."""
     from genexp.trainer import train
 
-    common = ["method=vat", "amp=bf16", "device=cpu", "cpu_threads=1", "steps=3", "eval_every=3", "progress=false",
-              "batch_size=8", "unlabeled_batch_size=8"]
-    if model == "mlp":
-        overrides = ["dataset=random", "labels=20", "model.widths=[16]", "model.batchnorm=true",
-                     "model.hidden_noise=0.5", "bn_recalibrate=64"]
-    else:
-        words = ["good", "bad", "fine", "awful", "nice", "poor"]
-        rows = "".join(f"\"{words[i % 6]} {words[(i * 7) % 6]} film {i}\",{['neg', 'pos'][i % 2]}\n" for i in range(80))
-        (tmp_path / "t.csv").write_text("text,label\n" + rows)
-        overrides = ["dataset=text", f"dataset.path={tmp_path / 't.csv'}", "model=lstm", "model.embed_dim=8",
-                     "model.hidden_size=8", "labels=10"]
+    cfg = train_cfg("method=vat", "amp=bf16", "device=cpu", "cpu_threads=1", "steps=3", "eval_every=3", "progress=false",
+                    "batch_size=8", "unlabeled_batch_size=8", "dataset=random", "labels=20", "model.widths=[16]",
+                    "model.batchnorm=true", "model.hidden_noise=0.5", "bn_recalibrate=64")
     run = tmp_path / "run"
     run.mkdir()
-    result = train(_cfg(*common, *overrides), run)
+    result = train(cfg, run)
     assert result["status"] == "completed" and 0.0 <= result["test_acc"] <= 1.0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import train_cfg
 
 from genexp.data.dataset import Dataset
 from genexp.data.features import hf_features, pool
@@ -162,15 +163,6 @@ def test_parallel_builders_encode_once_and_leave_one_valid_entry(bert, tmp_path)
     assert torch.equal(_features(bert, tmp_path).x_train, outs[0])
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
 def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeypatch):
     import genexp.models.hf_encoder as hf
     from genexp.build import build_dataset, build_model
@@ -187,7 +179,7 @@ def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeyp
     monkeypatch.setattr(hf, "load_pretrained", keep)
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(TEXTS * 3)))
-    cfg = _compose(["dataset=text", f"dataset.path={path}", "model=hf_encoder", f"model.name_or_path={bert}",
+    cfg = train_cfg(*["dataset=text", f"dataset.path={path}", "model=hf_encoder", f"model.name_or_path={bert}",
                     "model.freeze=true", f"model.cache_dir={tmp_path / 'cache'}", "model.head_widths=[8]",
                     "model.text_encoder.max_length=16", "progress=false", "device=cpu"])
     data = build_dataset(cfg)
@@ -204,7 +196,7 @@ def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeyp
     assert all(p.grad is None and not p.requires_grad for p in encoder.parameters())
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
     # The fine-tuning mode still builds the whole encoder as the model (frozen keys stay out of it).
-    tuned = build_model(_compose(["model=hf_encoder", f"model.name_or_path={bert}"]), _data_ids())
+    tuned = build_model(train_cfg(*["model=hf_encoder", f"model.name_or_path={bert}"]), _data_ids())
     assert isinstance(tuned, hf.HFEncoder) and any(p.requires_grad for p in tuned.model.parameters())
 
 
@@ -280,8 +272,8 @@ def test_standardize_key_applies_after_the_cache(bert, tmp_path):
     common = ["dataset=text", f"dataset.path={path}", "model=hf_encoder", f"model.name_or_path={bert}",
               "model.freeze=true", f"model.cache_dir={tmp_path / 'cache'}", "model.text_encoder.max_length=16",
               "progress=false", "device=cpu"]
-    raw = build_dataset(_compose(common))
-    std = build_dataset(_compose([*common, "model.standardize=true"]))
+    raw = build_dataset(train_cfg(*common))
+    std = build_dataset(train_cfg(*[*common, "model.standardize=true"]))
     assert len(_entries(tmp_path / "cache")) == 1  # one cached encoding serves both (the key holds the encoder's output)
     assert torch.allclose(std.x_train.mean(0), torch.zeros(16), atol=1e-5)
     assert torch.allclose(std.x_train.pow(2).sum(1).mean(), torch.tensor(1.0 * (len(raw.x_train) - 1) / len(raw.x_train)),

@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import train_cfg
 from torch import nn
 
 from genexp.data.dataset import Dataset
 from genexp.errors import GenexpError
 from genexp.models.cnn13 import CNN13
 from genexp.models.wrn import WideResNet
-
-
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def _check_image_model(model, shape, classes, batch=3):
@@ -204,18 +198,20 @@ def test_lstm_needs_a_text_dataset(tmp_path):
     from genexp.trainer import train
 
     with pytest.raises(GenexpError, match="model=lstm needs a text dataset"):
-        train(_compose(["model=lstm", "method=none", "steps=1", "progress=false", "device=cpu"]), tmp_path)
+        train(train_cfg(*["model=lstm", "method=none", "steps=1", "progress=false", "device=cpu"]), tmp_path)
 
 
-def test_lstm_vat_run_on_a_text_file(tmp_path):
+@pytest.mark.parametrize("amp", ["auto", "bf16"])
+def test_lstm_vat_run_on_a_text_file(tmp_path, amp):
+    """Also under CPU bf16 autocast (amp=bf16): the packed LSTM and VAT's float32 power iteration."""
     from genexp.trainer import train
 
     words = ["good", "bad", "fine", "awful", "nice", "poor"]
     lines = "".join(f"\"{words[i % 6]} {words[(i * 7) % 6]} film {i}\",{['neg', 'pos'][i % 2]}\n" for i in range(80))
     (tmp_path / "t.csv").write_text("text,label\n" + lines)
-    cfg = _compose(["dataset=text", f"dataset.path={tmp_path / 't.csv'}", "model=lstm", "model.embed_dim=8",
+    cfg = train_cfg(*["dataset=text", f"dataset.path={tmp_path / 't.csv'}", "model=lstm", "model.embed_dim=8",
                     "model.hidden_size=8", "method=vat", "method.eps=5.0", "labels=10", "steps=3", "eval_every=3",
-                    "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu"])
+                    "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu", f"amp={amp}"])
     run = tmp_path / "run"
     run.mkdir()
     result = train(cfg, run)
@@ -289,7 +285,7 @@ def test_hf_encoder_bad_name_is_one_line(tmp_path):
 def test_hf_encoder_vat_on_tweets(tmp_path):
     from genexp.trainer import train
 
-    cfg = _compose(["dataset=tweets", "dataset.test_fraction=0.004", "dataset.val_size=10", "model=hf_encoder",
+    cfg = train_cfg(*["dataset=tweets", "dataset.test_fraction=0.004", "dataset.val_size=10", "model=hf_encoder",
                     "model.text_encoder.max_length=16", "method=vat", "labels=20", "steps=3", "eval_every=3",
                     "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu"])
     result = train(cfg, tmp_path)

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import genexp
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
+from helpers import genexp, train_cfg
 
 from genexp import bench, trainer
 from genexp.data.split import Split
@@ -19,12 +17,6 @@ from genexp.run_setup import validate_config
 SMALL = ["labels=30", "batch_size=16", "unlabeled_batch_size=32", "device=cpu", "cpu_threads=1", "progress=false",
          "model.widths=[32]"]
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
-
-
-def train_cfg(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 @pytest.fixture
