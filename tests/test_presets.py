@@ -44,14 +44,17 @@ def test_cifar10_labels_uses_oliver_hyperparameters():
     assert compose_train(["method=vat"]).method.eps == 1.0  # 6.0 is the preset's, not a global default
 
 
-def test_mnist_labels_uses_miyato_2018_protocol():
+def test_mnist_labels_uses_the_vat_mnist_protocol():
     run = compose_train(["experiment=mnist_labels", "method=vat"])
-    assert list(run.model.widths) == [1200, 600, 300, 150] and run.model.batchnorm and run.model.hidden_noise == 0.5
-    assert run.model.output_batchnorm and not run.model.noise_before_activation and run.bn_recalibrate >= 59000
+    assert list(run.model.widths) == [1200, 1200] and run.model.batchnorm and run.model.hidden_noise == 0
+    assert not run.model.output_batchnorm and run.model.weight_init == "normal_fan_in" and run.bn_recalibrate >= 59000
     assert (run.batch_size, run.unlabeled_batch_size, run.optim.lr, run.optim.decay_rate, run.optim.decay_steps) == \
-        (100, 250, 0.002, 0.9, 500)
-    assert run.method.eps == 5.0 and run.dataset.val_size == 1000 and run.unlabeled_includes_labeled
-    assert compose_train(["experiment=mnist_labels", "method=vat_entmin"]).method.eps == 5.0
+        (100, 250, 0.002, 0.9, 240)
+    assert (run.method.eps, run.method.xi) == (1.5, 10.0)
+    assert run.dataset.val_size == 1000 and run.unlabeled_includes_labeled and run.labeled_strategy == "balanced"
+    entmin = compose_train(["experiment=mnist_labels", "method=vat_entmin"]).method
+    assert (entmin.eps, entmin.xi) == (1.5, 10.0)
+    assert compose_train(["method=vat"]).method.xi == "auto"  # ξ = 10 is the preset's, not a global default
 
 
 def test_method_preset_files_name_a_preset_and_a_method():
