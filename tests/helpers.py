@@ -10,14 +10,15 @@ from pathlib import Path
 FAST = ["steps=20", "eval_every=10", "progress=false"]
 
 
-def train_cfg(*overrides: str):
-    """`genexp train`'s config for these overrides, composed in-process (nothing runs)."""
+def train_cfg(*overrides: str, hydra_config: bool = False):
+    """`genexp train`'s config for these overrides, composed in-process (nothing runs);
+    `hydra_config=True` keeps the `hydra` node (sweeper params, launcher)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_module("genexp.configs", version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def genexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import genexp
+from helpers import genexp, train_cfg
 
 from genexp.data.augment import TranslateFlip, translate_flip
 from genexp.errors import GenexpError
@@ -108,15 +108,11 @@ def test_cifar_checks_md5_by_default_and_names_the_fix(cifar_root, tmp_path):
 
 
 def test_cifar_one_training_step_through_train(cifar_root, tmp_path):
-    from hydra import compose, initialize_config_module
-
     from genexp.trainer import train
 
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "dataset=cifar10", f"dataset.root={cifar_root}", "dataset.verify_md5=false", "dataset.val_size=10",
-            "model=cnn13", "model.widths=[4,4,4,4,4]", "method=vat", "labels=20", "steps=1", "eval_every=1",
-            "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu"])
+    cfg = train_cfg("dataset=cifar10", f"dataset.root={cifar_root}", "dataset.verify_md5=false", "dataset.val_size=10",
+                    "model=cnn13", "model.widths=[4,4,4,4,4]", "method=vat", "labels=20", "steps=1", "eval_every=1",
+                    "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu")
     result = train(cfg, tmp_path)
     assert result["status"] == "completed" and result["dataset"] == "cifar10" and result["n_test"] == 20
     assert result["n_labeled"] == 20 and result["n_unlabeled"] == 70

@@ -179,9 +179,9 @@ def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeyp
     monkeypatch.setattr(hf, "load_pretrained", keep)
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(TEXTS * 3)))
-    cfg = train_cfg(*["dataset=text", f"dataset.path={path}", "model=hf_encoder", f"model.name_or_path={bert}",
+    cfg = train_cfg("dataset=text", f"dataset.path={path}", "model=hf_encoder", f"model.name_or_path={bert}",
                     "model.freeze=true", f"model.cache_dir={tmp_path / 'cache'}", "model.head_widths=[8]",
-                    "model.text_encoder.max_length=16", "progress=false", "device=cpu"])
+                    "model.text_encoder.max_length=16", "progress=false", "device=cpu")
     data = build_dataset(cfg)
     (encoder,) = [m for m in loaded if isinstance(m, torch.nn.Module)]
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -196,7 +196,7 @@ def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeyp
     assert all(p.grad is None and not p.requires_grad for p in encoder.parameters())
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
     # The fine-tuning mode still builds the whole encoder as the model (frozen keys stay out of it).
-    tuned = build_model(train_cfg(*["model=hf_encoder", f"model.name_or_path={bert}"]), _data_ids())
+    tuned = build_model(train_cfg("model=hf_encoder", f"model.name_or_path={bert}"), _data_ids())
     assert isinstance(tuned, hf.HFEncoder) and any(p.requires_grad for p in tuned.model.parameters())
 
 
@@ -273,7 +273,7 @@ def test_standardize_key_applies_after_the_cache(bert, tmp_path):
               "model.freeze=true", f"model.cache_dir={tmp_path / 'cache'}", "model.text_encoder.max_length=16",
               "progress=false", "device=cpu"]
     raw = build_dataset(train_cfg(*common))
-    std = build_dataset(train_cfg(*[*common, "model.standardize=true"]))
+    std = build_dataset(train_cfg(*common, "model.standardize=true"))
     assert len(_entries(tmp_path / "cache")) == 1  # one cached encoding serves both (the key holds the encoder's output)
     assert torch.allclose(std.x_train.mean(0), torch.zeros(16), atol=1e-5)
     assert torch.allclose(std.x_train.pow(2).sum(1).mean(), torch.tensor(1.0 * (len(raw.x_train) - 1) / len(raw.x_train)),

@@ -198,7 +198,7 @@ def test_lstm_needs_a_text_dataset(tmp_path):
     from genexp.trainer import train
 
     with pytest.raises(GenexpError, match="model=lstm needs a text dataset"):
-        train(train_cfg(*["model=lstm", "method=none", "steps=1", "progress=false", "device=cpu"]), tmp_path)
+        train(train_cfg("model=lstm", "method=none", "steps=1", "progress=false", "device=cpu"), tmp_path)
 
 
 @pytest.mark.parametrize("amp", ["auto", "bf16"])
@@ -209,9 +209,9 @@ def test_lstm_vat_run_on_a_text_file(tmp_path, amp):
     words = ["good", "bad", "fine", "awful", "nice", "poor"]
     lines = "".join(f"\"{words[i % 6]} {words[(i * 7) % 6]} film {i}\",{['neg', 'pos'][i % 2]}\n" for i in range(80))
     (tmp_path / "t.csv").write_text("text,label\n" + lines)
-    cfg = train_cfg(*["dataset=text", f"dataset.path={tmp_path / 't.csv'}", "model=lstm", "model.embed_dim=8",
+    cfg = train_cfg("dataset=text", f"dataset.path={tmp_path / 't.csv'}", "model=lstm", "model.embed_dim=8",
                     "model.hidden_size=8", "method=vat", "method.eps=5.0", "labels=10", "steps=3", "eval_every=3",
-                    "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu", f"amp={amp}"])
+                    "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu", f"amp={amp}")
     run = tmp_path / "run"
     run.mkdir()
     result = train(cfg, run)
@@ -285,9 +285,9 @@ def test_hf_encoder_bad_name_is_one_line(tmp_path):
 def test_hf_encoder_vat_on_tweets(tmp_path):
     from genexp.trainer import train
 
-    cfg = train_cfg(*["dataset=tweets", "dataset.test_fraction=0.004", "dataset.val_size=10", "model=hf_encoder",
+    cfg = train_cfg("dataset=tweets", "dataset.test_fraction=0.004", "dataset.val_size=10", "model=hf_encoder",
                     "model.text_encoder.max_length=16", "method=vat", "labels=20", "steps=3", "eval_every=3",
-                    "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu"])
+                    "batch_size=4", "unlabeled_batch_size=4", "progress=false", "device=cpu")
     result = train(cfg, tmp_path)
     assert result["status"] == "completed" and result["model"] == "hf_encoder" and result["n_labeled"] == 20
     assert result["n_params"] > 2e7

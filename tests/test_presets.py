@@ -2,8 +2,7 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
+from helpers import train_cfg
 from omegaconf import OmegaConf
 
 import genexp
@@ -15,9 +14,7 @@ METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 
 
 def compose_train(overrides, hydra=False):
-    GlobalHydra.instance().clear()
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=hydra)
+    cfg = train_cfg(*overrides, hydra_config=hydra)
     if not hydra:
         OmegaConf.resolve(cfg)
     return cfg
