@@ -71,6 +71,7 @@ def test_method_preset_reaches_its_method_only():
     assert "weight" not in compose_train(["experiment=noise_vs_gp", "method=none"]).method
     assert not compose_train(["method=noise_consistency"]).method.track_gp
     assert compose_train(["experiment=sentiment_frozen", "method=vat"]).method.eps == 2.0
+    assert compose_train(["experiment=sentiment_200", "method=vat"]).method.eps == 0.03
     # The command line comes after every preset file.
     assert compose_train(["experiment=mnist_labels", "method=vat", "method.eps=0.5"]).method.eps == 0.5
 
