@@ -21,6 +21,7 @@ from typing import Any
 
 from genexp.errors import GenexpError
 from genexp.records import atomic_write_text
+from genexp.table_compare import Baseline, Comparisons, compare
 from genexp.table_data import (
     Cell,
     Metric,
@@ -94,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="published figures to show beside genexp's (each with its source); "
                         f"'builtin' = genexp/{BUILTIN_REFERENCES.name}")
     p.add_argument("--precision", type=int, default=2, help="decimals shown (default 2)")
+    p.add_argument("--compare", default=None, metavar="KEY=VALUE",
+                   help="paired difference of every other row from the baseline runs KEY=VALUE (e.g. method=none): "
+                        "runs pair when their configs, seed and split agree in all but KEY; mean difference, "
+                        "Student-t interval, pairs, verdict, and the pairs that would resolve it")
+    p.add_argument("--confidence", type=float, default=0.95, help="level of --compare's intervals (default 0.95)")
     return p
 
 
@@ -111,6 +117,7 @@ class Plan:
     refs: list[Reference]
     formats: list[str]
     warnings: list[str]
+    comparisons: dict[tuple[str, ...], Comparisons] | None = None  # per grouping keys (pivot, flat)
 
 
 def _layout(args: argparse.Namespace) -> tuple[str, list[str], list[str], list[str]]:
@@ -165,25 +172,47 @@ def plan(args: argparse.Namespace) -> Plan:
         raise GenexpError(f"no result.json under {', '.join(map(str, args.dirs))}: run genexp train first")
     refs = _references_for(refs, results)
     warnings = _split_differing(results, layout, rows, cols, by)
+    base = Baseline.parse(args.compare) if args.compare else None
+    if base is not None:  # a row must say which side of the comparison it is on
+        rows += [base.key] if base.key not in rows + cols else []
+        by += [base.key] if base.key not in by else []
     tidy_keys = by if layout != "pivot" else rows + cols
     used = tidy_keys + (rows + cols if layout == "both" else [])
     warnings += check_inputs(results, list(dict.fromkeys(used)), metric)
-    return Plan(results, metric, layout, rows, cols, by, tidy_keys, refs, formats, warnings)
+    p = Plan(results, metric, layout, rows, cols, by, tidy_keys, refs, formats, warnings)
+    if base is not None:
+        p.comparisons = {tuple(keys): compare(results, keys, metric, base, args.confidence)
+                         for keys in {tuple(tidy_keys), tuple(rows + cols), tuple(by)}}
+    return p
+
+
+def _comparisons(p: Plan, keys: list[str]) -> Comparisons | None:
+    return p.comparisons[tuple(keys)] if p.comparisons else None
 
 
 def tables_of(p: Plan, precision: int) -> list[Table]:
     tables = []
     if p.layout in ("pivot", "both"):
-        tables.append(pivot_table(p.results, p.rows, p.cols, p.metric, p.refs, precision))
+        tables.append(pivot_table(p.results, p.rows, p.cols, p.metric, p.refs, precision,
+                                  _comparisons(p, p.rows + p.cols)))
     if p.layout in ("flat", "both"):
-        tables.append(flat_table(p.results, p.by, p.metric, p.refs if p.layout == "flat" else [], precision))
+        tables.append(flat_table(p.results, p.by, p.metric, p.refs if p.layout == "flat" else [], precision,
+                                 _comparisons(p, p.by)))
     return tables
+
+
+def compare_notes(p: Plan) -> list[str]:
+    """What --compare could not pair, and where there is no interval: said, never dropped."""
+    if not p.comparisons:
+        return []
+    return list(dict.fromkeys(m for c in p.comparisons.values() for m in c.messages()))
 
 
 def write(p: Plan, tables: list[Table], prefix: Path) -> list[str]:
     """Write the tables in each format, atomically; the paths written."""
-    texts = {"md": lambda: to_markdown(tables, len(p.results)),
-             "csv": lambda: to_csv(summarise(p.results, p.tidy_keys, p.metric), p.tidy_keys, p.metric, p.refs),
+    texts = {"md": lambda: to_markdown(tables, len(p.results), compare_notes(p)),
+             "csv": lambda: to_csv(summarise(p.results, p.tidy_keys, p.metric), p.tidy_keys, p.metric, p.refs,
+                                   _comparisons(p, p.tidy_keys)),
              "latex": lambda: to_latex(tables[0])}
     written = []
     for f in p.formats:
@@ -197,12 +226,14 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         p = plan(args)
+        tables = tables_of(p, args.precision)
     except GenexpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for w in dict.fromkeys(p.warnings):
         print(f"warning: {w}", file=sys.stderr)
-    tables = tables_of(p, args.precision)
+    for note in compare_notes(p):
+        print(f"note: {note}", file=sys.stderr)
     print_rich(tables[:1] if p.layout == "both" else tables, len(p.results))
     written = write(p, tables, _out_prefix(args.out, args.dirs[0]))
     print(f"wrote {', '.join(written)}")

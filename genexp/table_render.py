@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from genexp.table_compare import Comparisons
 from genexp.table_data import Cell, Metric, field_value, group, method_first, sort_key, summarise
 from genexp.table_references import Reference
 
@@ -42,14 +43,30 @@ def _best_flags(cells: list[Cell | None], higher: bool) -> list[bool]:
     return [m is not None and abs(m - best) <= tol for m in means]
 
 
+def _compare_text(comparisons: Comparisons | None, key: tuple[str, ...], precision: int) -> str:
+    """A pivot cell's paired difference from the baseline: '; Δ +1.20 [+0.3, +2.1], 5 pairs, better'."""
+    if comparisons is None:
+        return ""
+    if key in comparisons.baseline_rows and key not in comparisons.rows:
+        return "; baseline"
+    c = comparisons.rows.get(key)
+    if c is None:
+        return ""
+    s = c.summary(precision)
+    resolve = f" ({s['needed']} pairs would resolve it)" if s["verdict"] == "not resolved" else ""
+    return f"; Δ {s['delta']} {s['ci']}, {s['pairs']} pairs, {s['verdict']}{resolve}"
+
+
 def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str], metric: Metric,
-                refs: list[Reference], precision: int) -> Table:
+                refs: list[Reference], precision: int, comparisons: Comparisons | None = None) -> Table:
     """Rows × columns of cells; row keys constant over every run go to the caption."""
     readable = [r for r in results if r.get("status") != "unreadable"]
     constant = [k for k in rows if len({field_value(r, k) for r in readable}) == 1] if readable else []
     shown = [k for k in rows if k not in constant] or rows[-1:]
     constant = [k for k in constant if k not in shown]
     cells = group(results, shown + cols, metric)
+    if comparisons is not None:  # its keys are rows + cols; the grid's drop the constant row keys
+        comparisons = comparisons.project(rows + cols, shown + cols)
     row_keys = sorted({k[:len(shown)] for k in cells}, key=lambda k: method_first(k, shown))
     col_keys = {k[len(shown):] for k in cells}
     placeable = cols == ["labels"]
@@ -62,7 +79,8 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
                  for j in range(len(col_keys_sorted))]
     out_rows = []
     for i, rk in enumerate(row_keys):
-        texts = [c.text(metric, precision) if c is not None else "" for c in grid[i]]
+        texts = [c.text(metric, precision) + _compare_text(comparisons, rk + ck, precision) if c is not None else ""
+                 for c, ck in zip(grid[i], col_keys_sorted)]
         out_rows.append(Row([" / ".join(rk)], texts, [bold_cols[j][i] for j in range(len(col_keys_sorted))]))
     for ref in refs:
         for method, _ in ref.values.items():
@@ -79,6 +97,7 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
         f"rows: {' / '.join(shown)}, columns: {' / '.join(cols)}",
         "mean ± sample std over seeds (n = completed runs; failed/incomplete runs counted, not averaged)",
         f"bold = best per column ({metric.best_word})",
+        comparisons and _compare_caption(comparisons),
     ]))
     title = f"{metric.name}{metric.unit}" + (f" — {', '.join(const_vals)}" if const_vals else "")
     headers = [f"{ck[0]} labels" if cols == ["labels"] else ", ".join(f"{k}={v}" for k, v in zip(cols, ck))
@@ -86,8 +105,15 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
     return Table(title, caption, [" / ".join(shown)], headers, out_rows, refs)
 
 
+def _compare_caption(comparisons: Comparisons) -> str:
+    level = f"{100 * next(iter(comparisons.rows.values())).confidence:g} %" if comparisons.rows else "95 %"
+    return (f"Δ = paired difference from {comparisons.base} (same config, seed and split), mean over pairs "
+            f"with its {level} Student-t interval; 'pairs to resolve' = pairs at which this Δ, at this "
+            f"spread of the differences, would exclude 0")
+
+
 def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, refs: list[Reference],
-               precision: int) -> Table:
+               precision: int, comparisons: Comparisons | None = None) -> Table:
     rows = summarise(results, by, metric)
     # Bold: best among groups that differ only in the method (all groups if method is not a key).
     others = [k for k in by if k != "method"] if "method" in by else []
@@ -103,7 +129,15 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
         c: Cell = r["_cell"]
         failed = str(c.failed) + (f" (+{c.incomplete} incomplete)" if c.incomplete else "") + (
             f" (+{c.missing} without {metric.key})" if c.missing else "")
-        out.append(Row([r[k] for k in by], [c.stat(precision), str(c.n), failed], [b, False, False]))
+        cells = [c.stat(precision), str(c.n), failed]
+        if comparisons is not None:
+            key = tuple(r[k] for k in by)
+            comp = comparisons.rows.get(key)
+            s = comp.summary(precision) if comp is not None else {}
+            base = "baseline" if key in comparisons.baseline_rows and comp is None else "—"
+            cells += [s.get("delta", base), s.get("ci", "—"), s.get("pairs", "—"), s.get("verdict", "—"),
+                      s.get("needed", "—")]
+        out.append(Row([r[k] for k in by], cells, [b] + [False] * (len(cells) - 1)))
     for ref in refs:
         for method in ref.values:
             value, as_metric = ref.value_as(metric, method)
@@ -112,11 +146,15 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
             text = f"published [{ref.number}]: {value:.2f}" + ("" if as_metric == metric.name else f" {as_metric}")
             if ref.dataset and "dataset" not in by:
                 text += f" ({ref.dataset})"
-            out.append(Row(label, [text, "—", "—"], [False] * 3, published=True))
+            width = 3 if comparisons is None else 8
+            out.append(Row(label, [text] + ["—"] * (width - 1), [False] * width, published=True))
     caption = (f"mean ± sample std over seeds; bold = best ({metric.best_word}) "
                + ("among methods with the same other keys" if others else "overall"))
-    return Table(f"{metric.name}{metric.unit}", caption, list(by),
-                 [f"{metric.name} (mean ± std)", "n", "failed"], out, refs)
+    headers = [f"{metric.name} (mean ± std)", "n", "failed"]
+    if comparisons is not None:
+        caption += "; " + _compare_caption(comparisons)
+        headers += [f"Δ vs {comparisons.base}", "interval", "pairs", "verdict", "pairs to resolve"]
+    return Table(f"{metric.name}{metric.unit}", caption, list(by), headers, out, refs)
 
 
 # --------------------------------------------------------------------------- renderers
@@ -137,12 +175,14 @@ def to_markdown_table(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(tables: list[Table], n_runs: int) -> str:
+def to_markdown(tables: list[Table], n_runs: int, notes: list[str] = ()) -> str:
     parts = []
     for i, t in enumerate(tables):
         parts.append(("# " if i == 0 else "## ") + (t.title if i == 0 else f"All groups: {t.title}") + "\n")
         parts.append(f"{t.caption}. {n_runs} runs.\n" if i == 0 else f"{t.caption}.\n")
         parts.append(to_markdown_table(t))
+    if notes:
+        parts.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     refs = tables[0].sources if tables else []
     if refs:
         parts.append("## Published figures (other datasets and budgets unless stated: context, not targets)\n")
@@ -150,11 +190,18 @@ def to_markdown(tables: list[Table], n_runs: int) -> str:
     return "\n".join(parts)
 
 
+COMPARE_FIELDS = ["baseline", "delta", "ci_low", "ci_high", "n_pairs", "confidence", "sd_diff", "verdict",
+                  "pairs_needed", "unpaired", "welch_delta", "welch_low", "welch_high"]
+
+
 def to_csv(rows: list[dict[str, Any]], by: list[str], metric: Metric | None = None,
-           refs: Iterable[Reference] = ()) -> str:
+           refs: Iterable[Reference] = (), comparisons: Comparisons | None = None) -> str:
     """Tidy CSV, one line per group (and per published figure): machine-readable, unrounded."""
     buf = io.StringIO()
     fields = [*by, "mean", "std", "n", "failed", "incomplete", "seeds", "missing", "metric", "kind", "source", "url"]
+    if comparisons is not None:
+        fields += COMPARE_FIELDS
+        rows = [_with_comparison(r, by, comparisons) for r in rows]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     name = metric.name if metric is not None else ""
@@ -169,9 +216,17 @@ def to_csv(rows: list[dict[str, Any]], by: list[str], metric: Metric | None = No
     return buf.getvalue()
 
 
+def _with_comparison(row: dict[str, Any], by: list[str], comparisons: Comparisons) -> dict[str, Any]:
+    key = tuple(row[k] for k in by)
+    c = comparisons.rows.get(key)
+    if c is not None:
+        return {**row, "baseline": str(comparisons.base), **c.csv_fields()}
+    return {**row, "baseline": "self" if key in comparisons.baseline_rows else ""}
+
+
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---",
-                 "–": "--", "±": r"$\pm$", "×": r"$\times$"}
+                 "–": "--", "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$"}
 
 
 def latex_escape(s: str) -> str:
