@@ -20,7 +20,7 @@ from torch import Tensor
 
 from genexp import distributed
 from genexp.build import build_dataset, build_model
-from genexp.data.split import Split, make_split
+from genexp.data.split import PER_SEED, Split, drawn_split_seed, make_split
 from genexp.distributed import Dist
 from genexp.errors import GenexpError
 from genexp.step import BatchSource
@@ -58,8 +58,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise GenexpError(f"{bad}={OmegaConf.select(cfg, bad)} is not a finite number: set {bad} to a finite value")
     for key in ("seed", "split_seed", "bn_recalibrate"):
         value = cfg.get(key, 0)  # a run recorded before bn_recalibrate existed has no such key
+        if key == "split_seed" and value == PER_SEED:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise GenexpError(f"{key}={value!r} must be a non-negative integer: set e.g. {key}=0")
+            also = " or split_seed=per_seed (each seed its own labelled set)" if key == "split_seed" else ""
+            raise GenexpError(f"{key}={value!r} must be a non-negative integer: set e.g. {key}=0{also}")
     for key in ("eval_ema", "grad_clip"):
         if cfg.get(key) is not None and not _is_number(cfg[key]):
             raise GenexpError(f"{key}={cfg[key]!r} must be a number")
@@ -194,7 +197,8 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
         split = Split.load(split_file)
     else:
         split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes,
-                           split_seed=cfg.split_seed, val_size=data.val_size, strategy=cfg.labeled_strategy,
+                           split_seed=drawn_split_seed(cfg.split_seed, cfg.seed), val_size=data.val_size,
+                           strategy=cfg.labeled_strategy,
                            unlabeled_includes_labeled=cfg.unlabeled_includes_labeled)
     for key in ("batch_size", "unlabeled_batch_size"):
         if cfg[key] % d.world:

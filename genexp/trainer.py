@@ -25,7 +25,7 @@ from genexp import distributed
 from genexp.bn_recalibration import recalibrated
 from genexp.build import build_method, build_optimizer
 from genexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from genexp.data.split import Split
+from genexp.data.split import Split, drawn_split_seed
 from genexp.distributed import Dist
 from genexp.errors import GenexpError
 from genexp.interrupt import Interrupted, StopOnSignal
@@ -348,7 +348,8 @@ def result_record(s: Session, loop: Loop, base: dict[str, Any]) -> dict[str, Any
 def base_record(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist) -> dict[str, Any]:
     """The fields result.json holds from the start, whatever the run's outcome."""
     return {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
-            "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed, "steps": cfg.steps,
+            "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed,
+            "split_seed_drawn": drawn_split_seed(cfg.split_seed, cfg.seed), "steps": cfg.steps,
             "experiment": cfg.get("experiment_name"), "tag": cfg.get("tag"), "device": str(device),
             "world_size": d.world, "git_commit": git_commit(), "versions": versions(), "run_dir": str(run_dir)}
 

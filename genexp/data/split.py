@@ -36,6 +36,15 @@ def _val_counts(counts: np.ndarray, val_size: float | int) -> np.ndarray:
     return per_class
 
 
+PER_SEED = "per_seed"
+
+
+def drawn_split_seed(split_seed: int | str, seed: int) -> int:
+    """The seed the labelled set is drawn with: `split_seed`, or the run's `seed` with
+    split_seed=per_seed (each seed of a sweep its own labelled set, the same for every method)."""
+    return seed if split_seed == PER_SEED else int(split_seed)
+
+
 def make_split(
     y: np.ndarray,
     labels: int | str,
