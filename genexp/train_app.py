@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from genexp import distributed
 from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
 from genexp.interrupt import Interrupted, StopOnSignal, exit_code
+from genexp.sweep_objective import maximise_objective
 
 FAILED_JOBS: list[str] = []
 RESULTS: list[str] = []  # this process's jobs: completed / failed / refused
@@ -188,6 +189,12 @@ class SweepGuard(Callback):
     resume=true keeps that multirun.yaml byte-identical."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # before Hydra builds the sweeper from this config
+            note = maximise_objective(config)
+        except GenexpError as e:
+            raise Refused(str(e)) from None
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         SWEEP["dir"] = sweep_dir
         SWEEP["created"] = not sweep_dir.exists()
