@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from genexp.errors import GenexpError
-from genexp.table import Metric, load_results, parse_metric
+from genexp.table import Metric, differing_keys, field_value, load_results, parse_metric
 
 CURVE_METRICS = ("val_acc", "test_acc")
 
@@ -38,8 +38,17 @@ def _num(v: str) -> float:
         return math.nan
 
 
+PLOT_KEYS = ["dataset", "model", "method", "labels"]
+
+
 def _method_order(methods: set[str]) -> list[str]:
-    return sorted(methods, key=lambda m: (m != "none", m))
+    return sorted(methods, key=lambda m: (m != "none" and not m.startswith("none,"), m))
+
+
+def line_of(r: dict[str, Any], extra: list[str]) -> str:
+    """A run's line: its method, and the keys that set it apart from runs of the same method
+    (`genexp table`'s rule: runs that differ in anything but the seed are never pooled)."""
+    return ", ".join([str(r.get("method", "?"))] + [f"{k}={field_value(r, k)}" for k in extra])
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -83,7 +92,7 @@ def _counts_note(n: int, failed: int, incomplete: int) -> str:
     return ", ".join(parts)
 
 
-def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path) -> list[Path]:
+def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path, extra: list[str] = ()) -> list[Path]:
     import matplotlib.pyplot as plt
 
     # (dataset, model) -> method -> labels -> runs
@@ -93,7 +102,7 @@ def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path) -> 
         if r.get("status") == "unreadable":
             continue
         key = (str(r.get("dataset", "?")), str(r.get("model", "?")))
-        figs[key][str(r.get("method", "?"))][str(r.get("labels", "?"))].append(r)
+        figs[key][line_of(r, list(extra))][str(r.get("labels", "?"))].append(r)
     written = []
     for (dataset, model), by_method in sorted(figs.items()):
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -157,8 +166,8 @@ def _draw_band(ax: Any, key: str, curves: list[list[dict[str, Any]]], color: str
     return True
 
 
-def plot_curves(results: list[dict[str, Any]], out: Path,
-                keys: tuple[str, ...] = CURVE_METRICS) -> tuple[list[Path], list[str]]:
+def plot_curves(results: list[dict[str, Any]], out: Path, keys: tuple[str, ...] = CURVE_METRICS,
+                extra: list[str] = ()) -> tuple[list[Path], list[str]]:
     """One figure per (dataset, model, labels), one panel per metrics.jsonl key; accuracies in %."""
     import matplotlib.pyplot as plt
 
@@ -167,7 +176,7 @@ def plot_curves(results: list[dict[str, Any]], out: Path,
         if r.get("status") == "unreadable":
             continue
         key = (str(r.get("dataset", "?")), str(r.get("model", "?")), str(r.get("labels", "?")))
-        groups[key][str(r.get("method", "?"))].append(r)
+        groups[key][line_of(r, list(extra))].append(r)
     written, notes = [], []
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _num(kv[0][2])))
     for (dataset, model, labels), by_method in ordered:
@@ -247,8 +256,12 @@ def main(argv: list[str]) -> int:
 
     matplotlib.use("Agg")
     out = args.out if args.out is not None else args.dirs[0] / "plots"
-    written = plot_vs_labels(results, metric, out)
-    curves, notes = plot_curves(results, out, keys)
+    extra = differing_keys(results, PLOT_KEYS)
+    if extra:
+        print(f"warning: runs differ in {', '.join(extra)} (not only in seed): drawn as separate lines keyed by "
+              f"{'them' if len(extra) > 1 else 'it'}", file=sys.stderr)
+    written = plot_vs_labels(results, metric, out, extra)
+    curves, notes = plot_curves(results, out, keys, extra)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     for path in written + curves:

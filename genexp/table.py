@@ -14,6 +14,8 @@ Written as Markdown and CSV by default (--format md,csv,latex or all), atomicall
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +68,22 @@ def _formats(s: str) -> list[str]:
     return list(dict.fromkeys(fmts))
 
 
-def _out_prefix(out: Path | None, first_dir: Path) -> Path:
+def _out_prefix(out: Path | None, dirs: list[Path]) -> Path:
+    if out is None and len(set(dirs)) > 1:
+        # A table of several dirs is not any one dir's table: it goes beside them, named after them,
+        # so it never overwrites the table of the first.
+        parent = Path(os.path.commonpath([d.resolve() for d in dirs]))
+        name = "+".join(_safe_name(d.resolve().name) for d in dict.fromkeys(dirs))
+        return parent / f"table_{name[:120]}"
     if out is None:
-        return first_dir / "table"
+        return dirs[0] / "table"
     if out.suffix in (".md", ".csv", ".tex"):
         return out.with_suffix("")
     return out
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "dir"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="which cell is bold (auto: max for accuracies, min for errors, losses and times)")
     p.add_argument("--format", default="md,csv", help="comma list of md, csv, latex, or all (default md,csv)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output prefix: writes OUT.md, OUT.csv, OUT.tex (default: table.* in the first DIR)")
+                   help="output prefix: writes OUT.md, OUT.csv, OUT.tex (default: table.* in DIR; with several DIRs, "
+                        "table_<DIR>+<DIR>.* in their common parent)")
     p.add_argument("--reference", default=None, metavar="FILE.yaml",
                    help="published figures to show beside genexp's (each with its source); "
                         f"'builtin' = genexp/{BUILTIN_REFERENCES.name}")
@@ -235,6 +248,6 @@ def main(argv: list[str]) -> int:
     for note in compare_notes(p):
         print(f"note: {note}", file=sys.stderr)
     print_rich(tables[:1] if p.layout == "both" else tables, len(p.results))
-    written = write(p, tables, _out_prefix(args.out, args.dirs[0]))
+    written = write(p, tables, _out_prefix(args.out, args.dirs))
     print(f"wrote {', '.join(written)}")
     return 0

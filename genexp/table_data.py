@@ -16,7 +16,7 @@ from typing import Any
 from genexp.errors import GenexpError
 
 # Keys that make runs different experiments, from result.json (runs without config.yaml too).
-IDENTITY_KEYS = ("dataset", "model", "method", "labels", "steps")
+IDENTITY_KEYS = ("dataset", "model", "method", "labels", "steps", "data_fingerprint")
 # Resolved-config keys that say how a run ran, not what it is: runs may differ in them (and in
 # the seed) and still share a cell. Every other key of config.yaml must agree within a cell.
 HOW_TO_RUN_KEYS = {"seed", "progress", "device", "cpu_threads", "resume", "checkpoint_every", "compile", "tag",

@@ -90,3 +90,28 @@ def test_unknown_curve_key_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --curves nosuchkey") and "test_acc" in err[0]
     assert not (tmp_path / "runs" / "plots").exists()
+
+
+def test_runs_that_tables_keep_apart_are_separate_lines(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "o"
+    for steps in (100, 300):
+        for seed in range(2):
+            d = root / f"vat_{steps}_s{seed}"
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps({
+                "status": "completed", "dataset": "digits", "model": "mlp", "method": "vat", "labels": 20,
+                "seed": seed, "steps": steps, "test_acc": 0.5 + steps / 1000, "val_acc": 0.5}))
+            (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "val_acc": 0.5, "test_acc": 0.5}) + "\n")
+    legends = []
+    real_save = plot._save
+
+    def record(fig, path):
+        legends.append(sorted(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()))
+        real_save(fig, path)
+
+    monkeypatch.setattr(plot, "_save", record)
+    assert plot.main([str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "runs differ in steps" in err
+    assert legends and all(len(lg) == 2 for lg in legends), legends
+    assert any("steps=100" in t for t in legends[0]) and any("steps=300" in t for t in legends[0])

@@ -269,3 +269,22 @@ def test_references_only_for_the_tables_datasets(runs, tmp_path, capsys):
     md = (other / "table.md").read_text()
     assert "published [1]: vat (MNIST)" in md and "published [2]: vat (Tweets (English))" in md
     assert "CIFAR-10" not in md and "1 published figure set(s) for other datasets not shown (CIFAR-10)" in err
+
+
+def test_a_table_of_several_dirs_goes_beside_them_not_into_the_first(runs, tmp_path, capsys):
+    a, b = runs / "none_l20_s0", runs / "vat_l20_s0"
+    (a / "table.md").write_text("a's own table\n")
+    rc, out, err = run_table(capsys, a, b)
+    assert rc == 0, err
+    assert (a / "table.md").read_text() == "a's own table\n"
+    assert (runs / "table_none_l20_s0+vat_l20_s0.md").exists() and "table_none_l20_s0+vat_l20_s0.md" in out
+
+
+def test_different_data_is_never_pooled(tmp_path, capsys):
+    root = tmp_path / "o"
+    write_run(root, "a", method="none", labels=20, seed=0, test_acc=0.9, data_fingerprint="aaaa")
+    write_run(root, "b", method="none", labels=20, seed=1, test_acc=0.1, data_fingerprint="bbbb")
+    rc, out, err = run_table(capsys, root, "--format", "csv", "--layout", "flat")
+    assert rc == 0, err
+    rows = list(csv.DictReader(io.StringIO((root / "table.csv").read_text())))
+    assert len(rows) == 2 and {r["n"] for r in rows} == {"1"} and "data_fingerprint" in err
