@@ -1,13 +1,14 @@
 """Run records: atomic JSON, metrics.jsonl, versions and the git commit."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
 def current_umask() -> int:
@@ -16,15 +17,27 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (hashlib.file_digest needs Python 3.11)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Have `write` fill a temp file in `path`'s directory, fsync it, then rename it over `path`:
+    readers see the old file or the new one, never half of one. The one home of this pattern
+    (records, checkpoints, caches): whatever fails — a full disk, a kill's KeyboardInterrupt —
+    the temp file is removed and `path` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp creates 0600; a record is a file like any other: 0666 minus the umask.
+        # mkstemp creates 0600; a record or a cache is a file like any other: 0666 minus the umask.
         os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,13 +46,35 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same directory, then rename: readers never see half a file."""
+    atomic_write_bytes(path, text.encode())
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def append_jsonl(path: Path, obj: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(obj, default=float) + "\n")
+    """Append one line; if the write fails (a full disk), cut the file back to where it was, so a
+    half line never makes the file unreadable for a resume."""
+    line = (json.dumps(obj, default=float) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def git_commit() -> str | None:

@@ -6,6 +6,7 @@ then step, `evaluate_and_log` every eval_every steps and `save` a checkpoint eve
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -24,23 +26,31 @@ from torch import Tensor
 from genexp import distributed
 from genexp.bn_recalibration import recalibrated
 from genexp.build import build_method, build_optimizer
-from genexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from genexp.checkpoint import check_belongs, load_checkpoint, rng_state, run_id, save_checkpoint, set_rng_state
 from genexp.data.split import Split, drawn_split_seed
 from genexp.distributed import Dist
 from genexp.errors import GenexpError
 from genexp.interrupt import Interrupted, StopOnSignal
 from genexp.methods.base import Method
 from genexp.progress import TrainProgress
-from genexp.records import append_jsonl, atomic_write_json, atomic_write_text, git_commit, versions
+from genexp.records import append_jsonl, atomic_write, atomic_write_json, atomic_write_text, git_commit, versions
 from genexp.run_setup import RunSetup, Subset, compile_head, prepare, setup_run
 from genexp.step import train_step
 
 log = logging.getLogger("genexp")
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the best-validation weights: what the reported test_acc was measured on
 
 
 class Diverged(RuntimeError):
     pass
+
+
+class RecordStale(GenexpError):
+    """A run failed and its failure could not be recorded either (a full disk): result.json is stale.
+    A GenexpError so that the CLI prints this message as it is; exit 1, as for any failed run."""
+
+    exit_code = 1
 
 
 @torch.no_grad()
@@ -90,6 +100,9 @@ class Loop:
     step_times: list = field(default_factory=list)  # ms per step, one per evaluation interval
     last: dict = field(default_factory=dict)  # the latest metrics.jsonl record
     wall_before: float = 0.0  # wall time of the run's earlier sessions (before a resume)
+    # best.pt's contents (rank 0), kept so that a checkpoint holds them: a run resumed from an
+    # earlier checkpoint rewrites best.pt to match its `best`, whatever a lost session wrote.
+    best_weights: dict | None = None
 
     def accumulate(self, out: Any, y_l: Tensor) -> None:
         """Add a step's terms on the device: nothing waits for the GPU until evaluation."""
@@ -158,15 +171,23 @@ def resume(s: Session, path: Path, preloaded: dict | None) -> Loop:
     """Restore every state the checkpoint at `path` holds (the caller's copy, loaded onto the CPU
     to check it, is reused for a CPU run): the loop continues exactly where it stopped."""
     ck = preloaded if preloaded is not None and s.device.type == "cpu" else load_checkpoint(path, s.device)
-    s.model.load_state_dict(ck["model"])
-    s.optimizer.load_state_dict(ck["optimizer"])
-    s.scheduler.load_state_dict(ck["scheduler"])
-    if s.ema is not None:
-        s.ema.load_state_dict(ck["ema"])
-    s.method.load_state_dict(ck["method"])
-    s.run.source.load_state_dict(ck["batches"][s.d.rank])
-    set_rng_state(ck["rng"])
-    loop = Loop.from_state_dict(ck["loop"])
+    check_belongs(ck, s.cfg, path)
+    try:
+        s.model.load_state_dict(ck["model"])
+        s.optimizer.load_state_dict(ck["optimizer"])
+        s.scheduler.load_state_dict(ck["scheduler"])
+        if s.ema is not None:
+            s.ema.load_state_dict(ck["ema"])
+        s.method.load_state_dict(ck["method"])
+        s.run.source.load_state_dict(ck["batches"][s.d.rank])
+        set_rng_state(ck["rng"])
+        loop = Loop.from_state_dict(ck["loop"])
+    except (RuntimeError, KeyError, IndexError, ValueError, TypeError) as e:
+        # Another architecture or genexp version: a refusal (nothing was written yet), not a crash.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise GenexpError(f"{path} does not fit this run's model, optimizer or method ({first[:200]}): it was not "
+                          f"saved by this run; nothing was changed: restore the run's own checkpoint.pt, or start "
+                          f"a new run") from None
     log.info("resuming %s at step %d of %d", s.run_dir, loop.step, s.cfg.steps)
     return loop
 
@@ -205,7 +226,23 @@ def save(s: Session, loop: Loop, done: int) -> None:
             "scheduler": s.scheduler.state_dict(), "ema": s.ema.state_dict() if s.ema is not None else None,
             "method": s.method.state_dict(), "batches": per_rank, "rng": rng_state(),
             "loop": loop.state_dict(step=done, wall_before=loop.wall_before + time.time() - s.started),
-            "config": OmegaConf.to_container(s.cfg, resolve=True)})
+            "config": OmegaConf.to_container(s.cfg, resolve=True), "run_id": run_id(s.cfg)})
+
+
+def save_best(s: Session, loop: Loop, model: torch.nn.Module) -> None:
+    """best.pt: the evaluated weights at a new best validation (rank 0), written atomically and
+    loadable with torch.load(weights_only=True). Keys without torch.compile's `_orig_mod.`, so that
+    they load into a model built without compile=true."""
+    if not s.d.is_main:
+        return
+    weights = {k.replace("_orig_mod.", ""): v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    loop.best_weights = {"model": weights, "step": loop.best["step"], "val_acc": loop.best["val_acc"],
+                         "test_acc": loop.best["test_acc"], "run_id": run_id(s.cfg)}
+    write_best(s.run_dir, loop.best_weights)
+
+
+def write_best(run_dir: Path, best: dict) -> None:
+    atomic_write(run_dir / BEST, lambda f: torch.save(best, f))
 
 
 def close_interval(s: Session, loop: Loop, done: int, interval_start: float) -> tuple[dict[str, float], float]:
@@ -253,10 +290,9 @@ def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, p
         for k, v in loop.last.items():
             if k != "step" and v is not None:
                 s.writer.add_scalar(k, v, done)
-    if not has_val:
-        loop.best = {"val_acc": None, "test_acc": test_acc, "step": done}
-    elif val_acc > loop.best["val_acc"]:
+    if not has_val or val_acc > loop.best["val_acc"]:
         loop.best = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
+        save_best(s, loop, eval_model)
     shown = {"val_acc": val_acc} if has_val else {}
     progress.update(done, loss=train_loss["loss"], train_acc=train_acc, **shown, test_acc=test_acc)
 
@@ -285,13 +321,20 @@ def stopping(s: Session, stop: StopOnSignal, done: int) -> bool:
 def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str, Any], resume_from: Path | None,
            preloaded: dict | None, d: Dist, begin: Any, stop: StopOnSignal | None) -> dict[str, Any]:
     started = time.time()
+    if preloaded is not None and resume_from is not None:
+        check_belongs(preloaded, cfg, resume_from)  # before the data is built: a foreign checkpoint is refused at once
     split_file = run_dir / "split.json" if resume_from is not None else None  # a resumed run keeps its split
     s = build_session(cfg, run_dir, device, d, split_file, started)
+    base["data_fingerprint"] = data_fingerprint(s.run)
+    if resume_from is not None:
+        check_same_data(run_dir, base["data_fingerprint"])
     loop = Loop() if resume_from is None else resume(s, resume_from, preloaded)
     log_setup(s)
     if stop is not None and stop.signum is not None and not d.enabled:
         raise Interrupted(stop.signum, loop.step, cfg.steps)  # while setting up: nothing was written yet
     begin(s.run.split)
+    if resume_from is not None and d.is_main and loop.best_weights is not None:
+        write_best(run_dir, loop.best_weights)  # a session lost after the checkpoint may have written a later best
     open_records(s, loop.step if resume_from is not None else None)
     host_loss = device.type == "cpu" and not d.enabled
     s.model.train()
@@ -323,6 +366,41 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
                 raise Interrupted(stop.signum or signal.SIGTERM, done, cfg.steps)
     close_records(s)
     return result_record(s, loop, base)
+
+
+def data_fingerprint(run: RunSetup) -> str:
+    """A short SHA-256 of what the run trains and is scored on: the split's index sets and the data
+    as the model receives it (inputs, labels, text masks; before per-batch preprocessing). Runs
+    whose data differ in any byte get different fingerprints, which `genexp table` keeps apart.
+    Computed once per session (MNIST's 47 MB take a fraction of a second)."""
+    h = hashlib.sha256()
+    for name in ("labeled", "unlabeled", "val"):
+        idx = np.ascontiguousarray(getattr(run.split, name), dtype=np.int64)
+        h.update(f"{name}:{len(idx)}\n".encode())
+        h.update(idx.tobytes())
+    data = run.data
+    for name in ("x_train", "y_train", "mask_train", "x_test", "y_test", "mask_test"):
+        t = getattr(data, name)
+        if not isinstance(t, Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.view(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
+def check_same_data(run_dir: Path, fingerprint: str) -> None:
+    """Refuse to resume a run on data that changed since it started (an edited dataset file):
+    its metrics would mix two datasets under one record."""
+    try:
+        recorded = json.loads((run_dir / "result.json").read_text()).get("data_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return
+    if recorded and recorded != fingerprint:
+        raise GenexpError(f"the data of {run_dir} changed since the run started (data_fingerprint {recorded}, now "
+                          f"{fingerprint}): restore the dataset it was started on, or start a new run; nothing "
+                          f"was changed")
 
 
 def result_record(s: Session, loop: Loop, base: dict[str, Any]) -> dict[str, Any]:
@@ -389,14 +467,32 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, ch
         if not state.begun and not isinstance(e, Interrupted):
             if resume_from is not None or isinstance(e, (GenexpError, KeyboardInterrupt)):
                 raise  # refused, or stopped before anything was written: leave the dir as it was
-            begin(None)  # a crash while setting up a new run is still a recorded (failed) run
+            try:
+                begin(None)  # a crash while setting up a new run is still a recorded (failed) run
+            except OSError as w:
+                raise stale_record(run_dir, e, w) from e
         if d.is_main and state.begun:
             record = {**base, **stopped_record(e), "wall_time_s": time.time() - started}
-            atomic_write_json(run_dir / "result.json", record)
+            try:
+                atomic_write_json(run_dir / "result.json", record)
+            except OSError as w:
+                if isinstance(e, (Interrupted, KeyboardInterrupt)):
+                    log.error("%s", stale_record(run_dir, e, w))  # the interrupt's own exit and message stand
+                else:
+                    raise stale_record(run_dir, e, w) from e
         raise
     if d.is_main:
         atomic_write_json(run_dir / "result.json", result)
     return result
+
+
+def stale_record(run_dir: Path, e: BaseException, w: OSError) -> RecordStale:
+    """The failure `e` that could not be recorded because writing failed too (`w`: a full disk)."""
+    first = (f"{type(e).__name__}: {e}".splitlines() or [""])[0][:300]
+    path = run_dir / "result.json"
+    state = f"{path} is stale (it does not say the run stopped)" if path.exists() else f"{path} could not be written"
+    return RecordStale(f"run failed: {first}; recording that failed too ({w.strerror or w}): {state}; free space "
+                       f"under {run_dir}, then resume it or start it again")
 
 
 def stopped_record(e: BaseException) -> dict[str, Any]:

