@@ -10,7 +10,12 @@ def test_bench_json_reports_ratios_and_floor(tmp_path):
     report = json.loads(p.stdout)
     rows = {r["method"]: r for r in report["rows"]}
     assert set(rows) == {"none", "vat", "vat (textbook port)"}
-    assert rows["none"]["ratio"] == 1.0
+    # every ratio is that row's median time over the supervised row's, and its floor ratio follows
+    for r in rows.values():
+        assert abs(r["ratio"] - r["ms"] / rows["none"]["ms"]) < 1e-9
+        if r["floor"]:
+            assert abs(r["ratio_to_floor"] - r["ratio"] / r["floor"]) < 1e-9
+    assert rows["vat"]["ratio"] > 1  # VAT's extra passes cannot be free
     # (3l + 4u + 2u) / 3l with l=16, u=32, one power iteration
     assert abs(rows["vat"]["floor"] - (3 * 16 + 6 * 32) / (3 * 16)) < 1e-9
     for r in rows.values():
