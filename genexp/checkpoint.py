@@ -28,6 +28,10 @@ from genexp.records import atomic_write
 NOT_IDENTITY = frozenset({"device", "progress", "resume", "cpu_threads", "checkpoint_every", "hydra", "cache_dir"})
 
 
+class UnsafeCheckpoint(GenexpError):
+    """A file that holds more than tensors and plain values: refused, never unpickled further."""
+
+
 def _identity(node: Any, top: bool = True) -> Any:
     if isinstance(node, dict):
         if top and "ema_decay" in node and "eval_ema" not in node:  # eval_ema's name in runs before the rename
@@ -99,5 +103,5 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
         what = lines[0].rstrip(".") if lines else "objects other than tensors"
-        raise GenexpError(f"{path} is not a weights-only checkpoint ({what[:200]}): genexp never loads code "
+        raise UnsafeCheckpoint(f"{path} is not a weights-only checkpoint ({what[:200]}): genexp never loads code "
                           f"from a checkpoint; use a checkpoint.pt or best.pt that genexp wrote") from None

@@ -1,11 +1,17 @@
 """Running the real `genexp` command in a subprocess, as a user would; composing its config in-process."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
+import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 FAST = ["steps=20", "eval_every=10", "progress=false"]
 
@@ -29,3 +35,55 @@ def genexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -
 
 def results_under(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(root.rglob("result.json"))]
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes `bytes` with Python 2's `str` opcodes, as the official CIFAR files (pickled by
+    Python 2) do: they then load as str keys with encoding='latin1' (torchvision) and as
+    b'data'-style keys with encoding='bytes' (the dataset's own instructions)."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj: bytes) -> None:
+        n = len(obj)
+        head = pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)
+        self.write(head + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+
+
+def write_mnist_pickle(path: Path, n: tuple[int, int, int] = (30, 10, 20), seed: int = 0) -> tuple[str, tuple]:
+    """The mnist.pkl.gz structure: ((x, y), (x, y), (x, y)), x float32 k/256 of shape (N, 784)."""
+    rng = np.random.default_rng(seed)
+    parts = tuple((rng.integers(0, 256, (k, 784)).astype(np.float32) / 256, np.arange(k, dtype=np.int64) % 10)
+                  for k in n)
+    with gzip.open(path, "wb") as f:
+        # Python 2's str opcodes, as the real file (written by Python 2): its only globals are
+        # numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype.
+        Py2Pickler(f, protocol=2).dump(parts)
+    return hashlib.sha256(path.read_bytes()).hexdigest(), parts
+
+
+def in_process_train(monkeypatch, cwd: Path):
+    """`genexp train` run in this process (no interpreter start-up; monkeypatches reach the run),
+    in `cwd`: returns run(*args) -> exit code. Restores what main() changes: the environment,
+    sys.argv and train_app's per-process lists."""
+    from genexp import train_app
+
+    for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
+        monkeypatch.setenv(var, "")  # so that teardown restores the variable's absence (main() sets them)
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    for name in ("FAILED_JOBS", "RESULTS"):
+        monkeypatch.setattr(train_app, name, [])
+    for name in ("SWEEP", "RESTORE"):
+        monkeypatch.setattr(train_app, name, {})
+    monkeypatch.chdir(cwd)
+
+    def run(*args: str) -> int:
+        try:
+            return train_app.main(list(args))
+        except SystemExit as e:
+            return e.code
+    return run

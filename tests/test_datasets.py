@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import genexp, train_cfg
+from helpers import Py2Pickler, genexp, train_cfg
 
 from genexp.data.augment import TranslateFlip, translate_flip
 from genexp.errors import GenexpError
@@ -24,22 +23,6 @@ CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "
 
 
 # --- CIFAR-10 in the real format ------------------------------------------------------------
-
-class Py2Pickler(pickle._Pickler):
-    """Writes `bytes` with Python 2's `str` opcodes, as the official CIFAR files (pickled by
-    Python 2) do: they then load as str keys with encoding='latin1' (torchvision) and as
-    b'data'-style keys with encoding='bytes' (the dataset's own instructions)."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_py2_str(self, obj: bytes) -> None:
-        n = len(obj)
-        head = pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)
-        self.write(head + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-
 
 def write_fake_cifar(root: Path, per_batch: int = 20, n_test: int = 20, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)

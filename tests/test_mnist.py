@@ -14,22 +14,10 @@ import numpy as np
 import pytest
 import torch
 from helpers import FAST, genexp, results_under
-from test_datasets import Py2Pickler
+from helpers import write_mnist_pickle as write_pickle
 
 from genexp.data.mnist import PACKAGED_SHA256, load_mnist, read_mnist_pickle
 from genexp.errors import GenexpError
-
-
-def write_pickle(path: Path, n: tuple[int, int, int] = (30, 10, 20), seed: int = 0) -> tuple[str, tuple]:
-    """The mnist.pkl.gz structure: ((x, y), (x, y), (x, y)), x float32 k/256 of shape (N, 784)."""
-    rng = np.random.default_rng(seed)
-    parts = tuple((rng.integers(0, 256, (k, 784)).astype(np.float32) / 256, np.arange(k, dtype=np.int64) % 10)
-                  for k in n)
-    with gzip.open(path, "wb") as f:
-        # Python 2's str opcodes, as the real file (written by Python 2): its only globals are
-        # numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype.
-        Py2Pickler(f, protocol=2).dump(parts)
-    return hashlib.sha256(path.read_bytes()).hexdigest(), parts
 
 
 class Boom:
