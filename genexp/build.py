@@ -1,8 +1,10 @@
 """Building a run's objects from its config with `hydra.utils.instantiate`."""
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any
+import sys
+from typing import Any, Iterable, Iterator
 
 import torch
 from hydra.errors import InstantiationException
@@ -28,6 +30,98 @@ def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
         if isinstance(cause, TypeError):
             raise GenexpError(f"{what}: {cause}. Check the keys you set under {what}.") from None
         raise
+
+
+# What a config read off disk (a run dir's config.yaml) may instantiate. A run dir is data: people
+# share them and download them, and `_target_` can name any importable callable (torch.load,
+# pandas.read_pickle, ...), so only what genexp ships is allowed, plus what the user names now.
+TEXT_ENCODERS = {"hf_tokenize", "vocab_encode", "tokenize_encode"}
+LIBRARIES = {"genexp", "torch", "torchvision", "numpy", "pandas", "scipy", "sklearn", "joblib", "dill", "cloudpickle",
+             "hydra", "omegaconf", "transformers", "datasets", "huggingface_hub", "safetensors", "yaml", "filelock"}
+
+
+def config_targets(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(key path, value) of every `_target_` in a resolved config, nested nodes and lists included."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            here = f"{path}.{k}" if path else str(k)
+            if k == "_target_":
+                yield here, v
+            else:
+                yield from config_targets(v, here)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from config_targets(v, f"{path}[{i}]")
+
+
+def _genexp_callable(obj: Any) -> bool:
+    """genexp's methods and models (classes), its dataset loaders and text encoders (functions):
+    not any genexp function, as some read pickles or write files given a path."""
+    module = getattr(obj, "__module__", None) or ""
+    if inspect.isclass(obj):
+        return (module.startswith("genexp.methods.") and issubclass(obj, Method)) or \
+            (module.startswith("genexp.models.") and issubclass(obj, torch.nn.Module))
+    name = getattr(obj, "__name__", "")
+    return inspect.isfunction(obj) and module.startswith("genexp.data.") and \
+        (name.startswith("load_") or name in TEXT_ENCODERS)
+
+
+def _torch_optim_class(obj: Any) -> bool:
+    schedulers = getattr(torch.optim.lr_scheduler, "LRScheduler", torch.optim.lr_scheduler._LRScheduler)
+    return inspect.isclass(obj) and (getattr(obj, "__module__", None) or "").startswith("torch.optim") \
+        and issubclass(obj, (torch.optim.Optimizer, schedulers))
+
+
+def _in_module(name: str, module: str) -> bool:
+    return name == module or name.startswith(module + ".")
+
+
+def target_refusal(target: Any, allow_modules: Iterable[str] = (), chosen: Iterable[str] = ()) -> str | None:
+    """Why `target` may not be instantiated from a config read off disk, or None if it may.
+
+    Allowed: genexp's own methods, models, dataset loaders and text encoders; torch.optim's
+    optimisers and schedulers; anything in a module of `allow_modules` (allow_targets=[mypkg]);
+    a target in `chosen` (named by the current command's own config). The name is checked before
+    anything is imported (importing a module runs it), then what it names: `genexp.x.torch.load`
+    starts like genexp's but is torch.load.
+    """
+    from hydra._internal.utils import _locate
+
+    if not isinstance(target, str) or not target:
+        return "is not a dotted name"
+    if target in set(chosen):
+        return None
+    allow = [m for m in allow_modules if m]
+    if target.startswith(("genexp.data.", "genexp.models.", "genexp.methods.")):
+        check = _genexp_callable
+    elif target.startswith("torch.optim."):
+        check = _torch_optim_class
+    elif any(_in_module(target, m) for m in allow):
+        def check(obj: Any) -> bool:
+            return any(_in_module(getattr(obj, "__module__", None) or "", m) for m in allow)
+    else:
+        return "is not genexp's nor a torch.optim optimiser or scheduler"
+    try:
+        obj = _locate(target)
+    except Exception:
+        return "does not import"
+    return None if check(obj) else "is not a genexp method, model, dataset loader or torch.optim optimiser/scheduler"
+
+
+def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chosen: Iterable[str] = ()) -> None:
+    """Refuse (one line, before anything is instantiated) a config read from `source` that names a
+    `_target_` the user did not choose: see `target_refusal`."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    allow, chosen = list(allow_modules), set(chosen)
+    for key, target in config_targets(container):
+        why = target_refusal(target, allow, chosen)
+        if why is not None:
+            top = target.split(".")[0] if isinstance(target, str) else ""
+            # Never advise allowing a library's or Python's own callables: that is the attack.
+            fix = f"if {top} is your own code and you trust this config, add allow_targets=[{top}]" \
+                if top and top not in LIBRARIES and top not in sys.stdlib_module_names else \
+                "a run dir may name only genexp's and torch.optim's classes: do not resume it"
+            raise GenexpError(f"{source}: {key}={target!r} {why}, so it is not run: {fix} (nothing was changed)")
 
 
 def without_name(node: DictConfig) -> DictConfig:

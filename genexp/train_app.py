@@ -17,17 +17,18 @@ import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp import distributed
 from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
 from genexp.interrupt import Interrupted, StopOnSignal, exit_code
+from genexp.run_claim import CLAIM_FILE, Claim, claim
 from genexp.sweep_objective import maximise_objective
 
 FAILED_JOBS: list[str] = []
@@ -73,36 +74,168 @@ def _no_resume(resume: object) -> bool:
     return resume in (False, None, "false")
 
 
-def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False
-                   ) -> tuple[Path, Path | None, DictConfig, dict | None]:
-    """(run_dir, checkpoint or None, config to run, the checkpoint loaded on the CPU or None).
+# Keys a resumed run takes from the new command: how to run it, not what it is.
+HOW_TO_RESUME = ("device", "progress")
+NOT_RECORDED = "allow_targets"  # which plugins this command trusts: not part of what a run is
+
+
+class Decision(NamedTuple):
+    """What a job does: train `cfg` into `run_dir`, from `checkpoint` (loaded: `loaded`) or from
+    step 0 (`restart`: a run that stopped before its first checkpoint, started again in its dir)."""
+
+    run_dir: Path
+    checkpoint: Path | None
+    cfg: DictConfig
+    loaded: dict | None
+    restart: bool = False
+
+
+def job_dir(cfg: DictConfig, hydra_dir: Path) -> Path | None:
+    """The run dir a job writes into: Hydra's, or the one `resume=<dir or checkpoint>` names
+    (None when that names nothing: the resume is refused without touching anything)."""
+    resume = cfg.get("resume", False)
+    if _no_resume(resume) or resume in (True, "true"):
+        return hydra_dir
+    target = Path(str(resume)).expanduser()
+    return target if target.is_dir() else target.parent if target.is_file() else None
+
+
+def check_dir_kind(run_dir: Path, cfg: DictConfig) -> None:
+    """A single run never goes into a sweep's root (its runs would be mixed into the sweep's table)."""
+    if (run_dir / "multirun.yaml").exists():
+        how = "resume=" if not _no_resume(cfg.get("resume", False)) else "hydra.run.dir="
+        raise GenexpError(f"{how}{run_dir} is a sweep's dir (multirun.yaml): choose another hydra.run.dir, or "
+                          f"continue the sweep with genexp train -m <its overrides> resume=true "
+                          f"hydra.sweep.dir={run_dir} (nothing was changed)")
+
+
+def claim_job_dir(cfg: DictConfig, hydra_dir: Path) -> Claim | None:
+    """Claim the job's run dir (see genexp.run_claim), or None when a resume names no dir (refused later)."""
+    run_dir = job_dir(cfg, hydra_dir)
+    if run_dir is None:
+        return None
+    check_dir_kind(run_dir, cfg)
+    # create: Hydra made hydra_dir, but a racing job that gave up on it may have removed it since
+    return claim(run_dir, create=run_dir == hydra_dir)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _differs(new: Any, old: Any) -> bool:
+    if isinstance(new, dict) and isinstance(old, dict):
+        # keys genexp added after the run was recorded are not a change the user asked for
+        return any(_differs(new[k], old[k]) for k in new.keys() & old.keys())
+    return new != old
+
+
+def changed_overrides(cfg: DictConfig, saved: DictConfig, overrides: list[str]) -> list[str]:
+    """The command-line overrides that would make a resumed run differ from its recorded config."""
+    changed = []
+    for o in overrides:
+        key = _override_key(o)
+        if key in ("resume", NOT_RECORDED, *HOW_TO_RESUME) or key.startswith("hydra."):
+            continue
+        new, old = _plain(OmegaConf.select(cfg, key, default=None)), _plain(OmegaConf.select(saved, key, default=None))
+        if _differs(new, old):
+            changed.append(f"{o} (recorded: {json.dumps(old) if not isinstance(old, dict) else old.get('name', old)})")
+    return changed
+
+
+def recorded_config(cfg: DictConfig, run_dir: Path, resume: object, overrides: list[str]) -> DictConfig:
+    """The run's recorded config.yaml, refused if the command would change it; `device` and
+    `progress` come from the command."""
+    recorded = run_dir / "config.yaml"
+    if not recorded.is_file():
+        raise GenexpError(f"resume={resume}: {recorded} is missing, so the run cannot be continued as it was")
+    try:
+        saved = OmegaConf.load(recorded)
+        if not isinstance(saved, DictConfig):
+            raise ValueError("not a mapping")
+    except Exception as e:
+        raise GenexpError(f"resume={resume}: {recorded} is unreadable ({type(e).__name__}): nothing was changed: "
+                          f"restore it from a copy, or start a new run") from None
+    changed = changed_overrides(cfg, saved, overrides)
+    if changed:
+        raise GenexpError(f"resume={resume}: {', '.join(changed)} would change the recorded run: a resumed run keeps "
+                          f"its config.yaml and takes only device= and progress= from the command; drop them, or "
+                          f"start a new run in another dir (nothing was changed)")
+    for key in HOW_TO_RESUME:  # how to run, not what to run: the new invocation decides
+        saved[key] = cfg[key]
+    saved.resume = False
+    saved.pop(NOT_RECORDED, None)  # a run dir cannot grant itself trust
+    if "ema_decay" in saved and "eval_ema" not in saved:  # a run recorded when eval_ema was named ema_decay
+        saved.eval_ema = saved.pop("ema_decay")
+    return saved
+
+
+def check_recorded_targets(cfg: DictConfig, saved: DictConfig, source: str) -> None:
+    """Before anything of a config read off disk is instantiated: see build.check_targets. Trusted
+    are the command's allow_targets and every _target_ the command's own config names."""
+    from genexp.build import check_targets, config_targets
+
+    chosen = {t for _, t in config_targets(_plain(without_allow(cfg))) if isinstance(t, str)}
+    check_targets(saved, source, allow_modules=[str(m) for m in cfg.get(NOT_RECORDED) or []], chosen=chosen)
+
+
+def without_allow(cfg: DictConfig) -> DictConfig:
+    """`cfg` without allow_targets (what a run records; a copy when it has the key)."""
+    if NOT_RECORDED not in cfg:
+        return cfg
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.pop(NOT_RECORDED)
+    return out
+
+
+def _holds_nothing(run_dir: Path) -> bool:
+    return all(p.name in (CLAIM_FILE, "genexp.log") for p in run_dir.iterdir())
+
+
+def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False, overrides: list[str] | None = None
+                   ) -> Decision:
+    """What the job does (a Decision): start, continue from a checkpoint, or restart from step 0.
 
     Resuming reuses the run's recorded config. Every check happens before anything is written:
     a refusal (GenexpError) or a complete run (AlreadyComplete) leaves the run dir as it was.
+    The caller holds the run dir's claim, so no other job changes it while this decides.
     """
     resume = cfg.get("resume", False)
     if _no_resume(resume):
         if (hydra_dir / "result.json").exists():
             raise GenexpError(f"{hydra_dir} already holds a run: choose another hydra.run.dir, or add resume=true "
                               f"to continue it (nothing was changed)")
-        return hydra_dir, None, cfg, None
+        return Decision(hydra_dir, None, without_allow(cfg), None)
     target = hydra_dir if resume in (True, "true") else Path(str(resume)).expanduser()
     ckpt = target / "checkpoint.pt" if target.is_dir() else target
     run_dir = ckpt.parent
     record = _read_result(run_dir)
+    has_config = (run_dir / "config.yaml").is_file()
+    saved = recorded_config(cfg, run_dir, resume, overrides or []) if has_config else None
     if record is not None and record.get("status") == "completed":
         raise AlreadyComplete(run_dir, record)
     if not ckpt.is_file():
-        if multirun and resume in (True, "true") and record is None and not any(hydra_dir.iterdir()):
+        if multirun and resume in (True, "true") and record is None and not has_config and _holds_nothing(hydra_dir):
             # A sweep rerun with resume=true (a requeued Slurm sweep): runs it never started, start.
-            fresh = copy.deepcopy(cfg)
+            fresh = without_allow(cfg)
             fresh.resume = False
-            return hydra_dir, None, fresh, None
+            return Decision(hydra_dir, None, fresh, None)
+        if saved is not None and ckpt.name == "checkpoint.pt":
+            # Stopped (killed, crashed) before its first checkpoint: nothing to continue from, so
+            # it runs again from step 0 with its recorded config and seed (the same result).
+            check_recorded_targets(cfg, saved, f"resume={resume}: {run_dir / 'config.yaml'}")
+            return Decision(run_dir, None, saved, None, restart=True)
         raise GenexpError(f"resume={resume}: no checkpoint at {ckpt}: pass resume=<run dir> of a run that saved one "
                           f"(or resume=true with hydra.run.dir=<run dir>)")
-    recorded = run_dir / "config.yaml"
-    if not recorded.is_file():
-        raise GenexpError(f"resume={resume}: {recorded} is missing, so the run cannot be continued as it was")
+    if saved is None:
+        raise GenexpError(f"resume={resume}: {run_dir / 'config.yaml'} is missing, so the run cannot be continued "
+                          f"as it was")
+    check_recorded_targets(cfg, saved, f"resume={resume}: {run_dir / 'config.yaml'}")
     from genexp.checkpoint import load_checkpoint
 
     try:
@@ -112,13 +245,7 @@ def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False
     except Exception as e:
         raise GenexpError(f"resume={resume}: the checkpoint {ckpt} is unreadable ({type(e).__name__}): "
                           f"nothing was changed: restore it from a copy, or start a new run") from None
-    saved = OmegaConf.load(recorded)
-    for key in ("progress", "device"):  # how to run, not what to run: the new invocation decides
-        saved[key] = cfg[key]
-    saved.resume = False
-    if "ema_decay" in saved and "eval_ema" not in saved:  # a run recorded when eval_ema was named ema_decay
-        saved.eval_ema = saved.pop("ema_decay")
-    return run_dir, ckpt, saved, loaded
+    return Decision(run_dir, ckpt, saved, loaded)
 
 
 def remove_if_empty(path: Path) -> None:
@@ -198,12 +325,73 @@ class SweepGuard(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         SWEEP["dir"] = sweep_dir
         SWEEP["created"] = not sweep_dir.exists()
+        single = [n for n in ("result.json", "config.yaml", "checkpoint.pt") if (sweep_dir / n).exists()]
+        if single:
+            raise Refused(f"hydra.sweep.dir={sweep_dir} holds a single run ({single[0]}): choose another "
+                          f"hydra.sweep.dir (nothing was changed)")
         earlier = sweep_dir / "multirun.yaml"
         if earlier.exists():
             if _no_resume(config.get("resume", False)):
                 raise Refused(f"hydra.sweep.dir={sweep_dir} already holds a sweep: choose another hydra.sweep.dir, "
                               f"or add resume=true to continue its runs (nothing was changed)")
             RESTORE[earlier] = earlier.read_bytes()
+
+
+class HeldFileLogs:
+    """Holds back the lines for Hydra's genexp.log until the run begins (`write`): a start that is
+    refused or interrupted then leaves no genexp.log, and an earlier run's stays byte-identical.
+    Lines still reach the console at once."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+        self.handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        self.holding = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.holding:
+            self.records.append(record)
+        return not self.holding
+
+    def __enter__(self) -> "HeldFileLogs":
+        self.holding = True
+        for h in self.handlers:
+            h.addFilter(self)
+        return self
+
+    def write(self) -> None:
+        """The run began: its dir is there; write what was held, and from now on log straight through."""
+        if not self.holding:
+            return
+        self.holding = False
+        for h in self.handlers:
+            for r in self.records:
+                if r.levelno >= h.level:
+                    h.handle(r)
+        self.records = []
+
+    def __exit__(self, *exc: object) -> None:
+        self.holding = False  # never begun: what was held is dropped with the job
+        self.records = []
+        for h in self.handlers:
+            h.removeFilter(self)
+
+
+def begin_hook(on_begin: Any) -> Any:
+    """A trainer.RunState that calls `on_begin` once the run has begun (its records written)."""
+    from genexp.trainer import RunState
+
+    class _State(RunState):
+        @property
+        def begun(self) -> bool:
+            return self.__dict__.get("_begun", False)
+
+        @begun.setter
+        def begun(self, value: bool) -> None:
+            self.__dict__["_begun"] = value
+            if value:
+                on_begin()
+
+    return _State()
 
 
 @dataclass
@@ -219,14 +407,17 @@ class Job:
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def hydra_train(cfg: DictConfig) -> float | None:
-    from genexp.trainer import RunState
-
     hc = HydraConfig.get()
+    if hc.job.chdir and Path.cwd() != Path(hc.runtime.cwd):
+        # genexp writes into the run dir by its path; in the run dir, relative paths (dataset.path)
+        # would not be found and the dir could not be removed after a refusal.
+        os.chdir(hc.runtime.cwd)
     hydra_dir = Path(hc.runtime.output_dir)
-    job = Job(hydra_dir, hc.mode == RunMode.MULTIRUN, run_dir=hydra_dir, state=RunState())
+    held_logs = HeldFileLogs()
+    job = Job(hydra_dir, hc.mode == RunMode.MULTIRUN, run_dir=hydra_dir, state=begin_hook(held_logs.write))
     stop = StopOnSignal()
     try:
-        with stop:
+        with stop, held_logs:
             result = run_job(cfg, job, stop)
         if isinstance(result, AlreadyComplete):
             return result.record.get("val_acc")
@@ -244,6 +435,8 @@ def hydra_train(cfg: DictConfig) -> float | None:
         sys.exit(130)
     except Exception as e:
         if show_tracebacks():
+            if not job.state.begun and job.d.is_main:
+                remove_if_empty(job.hydra_dir)  # the traceback instead of the line; still nothing left
             raise
         report_failure(job, e)
     finally:
@@ -251,32 +444,54 @@ def hydra_train(cfg: DictConfig) -> float | None:
 
 
 def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComplete:
-    """Check the config, decide (rank 0, shared with the others) whether to start, resume or
-    refuse, then train: the result record, or AlreadyComplete for a completed run (reported)."""
+    """Check the config, claim the run dir, decide (rank 0, shared with the others) whether to
+    start, resume or refuse, then train: the result record, or AlreadyComplete for a completed
+    run (reported). The claim is held until the job ends, however it ends."""
     from genexp.run_setup import resolve_device, validate_config
     from genexp.trainer import train
 
     validate_config(cfg)  # before anything else, resume included: bad values never start a run
     job.d = distributed.init(resolve_device(cfg.device).type)
     decision: object = None
-    if job.d.is_main:
-        try:
-            decision = resolve_resume(cfg, job.hydra_dir, job.multirun)
-        except (GenexpError, AlreadyComplete) as e:
-            decision = e
-    decision = distributed.broadcast_object(decision, job.d)
-    if isinstance(decision, AlreadyComplete):
-        report_complete(job, decision)
-        return decision
-    if isinstance(decision, GenexpError):
-        raise decision
-    job.run_dir, ckpt, run_cfg, loaded = decision
-    if job.run_dir != job.hydra_dir and job.d.is_main:
-        redirect_file_logs(job.hydra_dir, job.run_dir)
-        remove_if_empty(job.hydra_dir)
-    on_begin = (lambda: save_hydra_files(job.run_dir, cfg)) if ckpt is None else None
-    return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, on_begin=on_begin, stop=stop,
-                 state=job.state)
+    held: Claim | None = None
+    try:
+        if job.d.is_main:
+            try:
+                held = claim_job_dir(cfg, job.hydra_dir)
+                decision = resolve_resume(cfg, job.hydra_dir, job.multirun, list(HydraConfig.get().overrides.task))
+            except (GenexpError, AlreadyComplete) as e:
+                decision = e
+        decision = distributed.broadcast_object(decision, job.d)
+        if isinstance(decision, AlreadyComplete):
+            report_complete(job, decision)
+            return decision
+        if isinstance(decision, GenexpError):
+            raise decision
+        assert isinstance(decision, Decision)
+        job.run_dir, ckpt, run_cfg, loaded = decision[:4]
+        if job.run_dir != job.hydra_dir and job.d.is_main:
+            redirect_file_logs(job.hydra_dir, job.run_dir)
+            remove_if_empty(job.hydra_dir)
+        on_begin = None
+        if decision.restart:
+            on_begin = lambda: clear_attempt(job.run_dir)  # noqa: E731 (once set up: a refusal changes nothing)
+        elif ckpt is None:
+            on_begin = lambda: save_hydra_files(job.run_dir, without_allow(cfg))  # noqa: E731
+        return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, on_begin=on_begin,
+                     stop=stop, state=job.state)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def clear_attempt(run_dir: Path) -> None:
+    """What a run that is restarted from step 0 wrote before it stopped (its metrics, TensorBoard
+    events, traceback): the restart writes them again, and appending would mix two attempts."""
+    print(f"{run_dir} stopped before its first checkpoint: restarting it from step 0 with its recorded config "
+          f"and seed", flush=True)
+    for name in ("metrics.jsonl", "error.log"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
 
 def report_complete(job: Job, done: AlreadyComplete) -> None:
@@ -326,7 +541,8 @@ def report_failure(job: Job, e: Exception) -> None:
     if not job.multirun:
         sys.exit(code)
     FAILED_JOBS.append(str(run_dir))
-    RESULTS.append("failed" if begun else "refused")
+    # A refused resume leaves its run's result.json, which the sweep summary counts already.
+    RESULTS.append("failed" if begun else "refused, recorded" if (run_dir / "result.json").is_file() else "refused")
     raise JobFailed(str(run_dir), reason) from None
 
 
