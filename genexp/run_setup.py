@@ -88,6 +88,35 @@ def validate_config(cfg: DictConfig) -> None:
     ema = cfg.get("eval_ema")
     if ema is not None and not 0 <= ema < 1:
         raise GenexpError(f"eval_ema={ema} must be in [0, 1): set eval_ema=0 (off) or e.g. 0.999")
+    threads = cfg.get("cpu_threads", "auto")
+    if threads not in (None, "auto") and not (_is_int(threads) and threads > 0):
+        raise GenexpError(f"cpu_threads={threads!r} must be a positive integer or auto: set e.g. cpu_threads=1")
+    val_size = cfg.dataset.get("val_size") if isinstance(cfg.get("dataset"), DictConfig) else None
+    if val_size is not None and not (_is_number(val_size) and math.isfinite(val_size) and val_size >= 0
+                                     and (val_size < 1 or float(val_size).is_integer())):
+        raise GenexpError(f"dataset.val_size={val_size!r} must be a fraction in [0, 1) or a count (an integer >= 0): "
+                          f"set e.g. dataset.val_size=0.1")
+    widths = cfg.model.get("widths") if isinstance(cfg.get("model"), DictConfig) else None
+    if widths is not None and not (OmegaConf.is_list(widths) and all(_is_int(w) and w > 0 for w in widths)):
+        raise GenexpError(f"model.widths={_plain_list(widths)} must list positive integers (units per hidden layer): "
+                          f"set e.g. model.widths=[256,256]")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _plain_list(v: Any) -> Any:
+    return OmegaConf.to_container(v) if OmegaConf.is_list(v) else v
+
+
+def check_val_size(val_size: float | int, n_labelled: int) -> None:
+    """The validation set must leave labelled examples to train on: blame dataset.val_size, not labels."""
+    n_val = int(round(val_size * n_labelled)) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    if n_val >= n_labelled:
+        raise GenexpError(f"dataset.val_size={val_size} holds out {n_val} of the {n_labelled} labelled training "
+                          f"examples, leaving none to train on: set dataset.val_size<{n_labelled} or a fraction "
+                          f"such as 0.1")
 
 
 def resolve_device(name: str, d: Dist | None = None) -> torch.device:
@@ -196,6 +225,7 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
     if split_file is not None and split_file.exists():
         split = Split.load(split_file)
     else:
+        check_val_size(data.val_size, int((data.y_train >= 0).sum()))
         split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes,
                            split_seed=drawn_split_seed(cfg.split_seed, cfg.seed), val_size=data.val_size,
                            strategy=cfg.labeled_strategy,
