@@ -6,15 +6,37 @@ signal stops at once (KeyboardInterrupt): resuming then continues from the last 
 checkpoint. When a handler of our own replaced a Python handler (submitit's SIGUSR2 handler
 under `hydra/launcher=slurm`), that handler is called after the checkpoint is saved, so the job
 is requeued as submitit would have done.
+
+A sweep (`-m`) is stopped as a whole: its parent process holds `ForwardSignals`, which passes a
+signal on to the worker processes of the joblib launcher (each saves and records its run as
+above) and waits for them; a process that has had a signal starts no further job of the sweep
+(`stopped()`), and every job that stopped raises `JobInterrupted`, so that the parent exits
+130/143 once every worker has saved, printing the command that finishes the sweep.
 """
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")
+FORWARDED = ("SIGINT", "SIGTERM")
+_stopped: int | None = None  # the first signal this process had during a sweep
+
+
+def stopped() -> int | None:
+    """The signal that stopped this process's sweep (its parent, or a worker), if any."""
+    return _stopped
+
+
+def _note(signum: int) -> None:
+    global _stopped
+    if _stopped is None:
+        _stopped = signum
 
 
 def exit_code(signum: int) -> int:
@@ -34,17 +56,35 @@ class Interrupted(BaseException):
         return signal.Signals(self.signum).name
 
 
-class StopOnSignal:
-    """While entered, SIGINT/SIGTERM (and SIGUSR2 when a Python handler already owns it) set `signum`."""
+class JobInterrupted(Exception):
+    """A sweep's job stopped by a signal (saved, or not started at all).
 
-    def __init__(self) -> None:
+    An Exception, not a BaseException: Hydra's launchers then return it as the job's result,
+    where anything else would make joblib kill the other workers, possibly mid-save; the
+    sweeper raises it in the parent once the batch is done.
+    """
+
+    def __init__(self, signum: int, run_dir: str) -> None:
+        super().__init__(signum, run_dir)
+        self.signum, self.run_dir = signum, run_dir
+
+
+class StopOnSignal:
+    """While entered, SIGINT/SIGTERM (and SIGUSR2 when a Python handler already owns it) set `signum`.
+
+    With `sweep=True` a signal the process had before (between two jobs of a sweep) counts too.
+    """
+
+    def __init__(self, sweep: bool = False) -> None:
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
+        self.sweep = sweep
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
             raise KeyboardInterrupt  # second signal: stop now, without saving
         self.signum = signum
+        _note(signum)
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is not threading.main_thread():
@@ -58,6 +98,8 @@ class StopOnSignal:
                 continue  # only take SIGUSR2 over from a handler that wants it (submitit)
             self.previous[sig] = prev
             signal.signal(sig, self._handle)
+        if self.sweep and _stopped is not None:
+            self.signum = _stopped
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -70,3 +112,114 @@ class StopOnSignal:
         prev = self.previous.get(signum)
         if callable(prev) and prev is not signal.default_int_handler:
             prev(signum, None)
+
+
+def _note_handler(signum: int, frame: FrameType | None) -> None:
+    _note(signum)
+
+
+def worker_init() -> None:
+    """Run by each joblib (loky) worker as it starts.
+
+    Its own process group keeps a Ctrl-C at the terminal (SIGINT to the foreground group) from
+    reaching it besides the copy the parent forwards, which would count as a second signal and
+    stop it without saving; it also marks the worker as one the parent forwards signals to. A
+    signal between two jobs only notes that the sweep stops, where the default handler would
+    kill the worker, and loky would then kill the others as a broken pool.
+    """
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), _note_handler)
+
+
+def use_signal_aware_joblib() -> None:
+    """Have Hydra's joblib launcher (which asks joblib for "loky" by name) start its workers
+    with `worker_init`."""
+    from joblib import register_parallel_backend
+    from joblib._parallel_backends import LokyBackend
+
+    class Backend(LokyBackend):
+        def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: Any = None, require: Any = None,
+                      idle_worker_timeout: Any = None, **kwargs: Any) -> int:
+            kwargs.setdefault("initializer", worker_init)
+            return super().configure(n_jobs, parallel, prefer, require, idle_worker_timeout, **kwargs)
+
+    register_parallel_backend("loky", Backend)
+
+
+def _workers() -> list[int]:
+    """This process's children that lead their own process group: the workers `worker_init` ran in."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        if int(fields[1]) == me and int(fields[2]) == int(entry.name):
+            found.append(int(entry.name))
+    return found
+
+
+class ForwardSignals:
+    """Held by a sweep's parent process: SIGINT/SIGTERM are passed on to the workers and noted
+    (no further job starts, the parent exits 128+signum once the workers have saved and
+    returned). In-process jobs (the basic launcher) take the signal over with their own
+    StopOnSignal while they run."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.count = 0
+
+    @property
+    def signum(self) -> int | None:
+        return _stopped
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        _note(signum)
+        self.count += 1
+        workers = _workers()
+        for pid in workers:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass  # it has just exited
+        if self.count == 1:
+            what = f"{len(workers)} worker(s) save their run and stop; " if workers else ""
+            # os.write: a handler may run in the middle of another print
+            os.write(2, f"{signal.Signals(signum).name}: stopping the sweep: {what}no further run starts\n".encode())
+
+    def __enter__(self) -> "ForwardSignals":
+        global _stopped
+        _stopped = None
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in FORWARDED:
+            sig = getattr(signal, name)
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, prev in self.previous.items():
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self.previous = {}
+        if _stopped is not None:
+            _shut_down_pool()
+
+
+def _shut_down_pool() -> None:
+    """Let the idle joblib workers of a stopped sweep exit now, not when loky's idle timeout ends
+    (and never reuse workers that have noted a signal)."""
+    if "joblib" not in sys.modules:
+        return
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True)

@@ -6,12 +6,14 @@ sweep the other runs go on. GENEXP_TRACEBACK=1 (or HYDRA_FULL_ERROR=1) shows tra
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -25,9 +27,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genexp import distributed
+from genexp import distributed, interrupt
 from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
-from genexp.interrupt import Interrupted, StopOnSignal, exit_code
+from genexp.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, exit_code
 from genexp.run_claim import CLAIM_FILE, Claim, claim
 from genexp.sweep_objective import maximise_objective
 
@@ -305,10 +307,16 @@ def resume_command(run_dir: Path, multirun: bool) -> str:
     one = f"genexp train resume={shlex.quote(str(run_dir.absolute()))}"
     if not multirun:
         return one
-    args = [a for a in sys.argv[1:] if not a.startswith(("resume=", "hydra.sweep.dir=", NO_SUBDIR))]
-    sweep = SWEEP.get("dir")
-    again = shlex.join(["genexp", "train", *args, "resume=true", *([f"hydra.sweep.dir={sweep}"] if sweep else [])])
-    return f"{one} (this run), or the whole sweep: {again}"
+    # A job may run in a worker process that knows neither the command nor the sweep dir: the
+    # sweep's parent prints the command for the whole sweep once every job has stopped.
+    return f"{one} (this run; the command that finishes the whole sweep follows when it has stopped)"
+
+
+def sweep_resume_command(sweep: Path) -> str:
+    """The sweep's own command (in this, its parent process) with resume=true and its dir: it
+    starts the runs that never started, continues interrupted ones, leaves complete ones alone."""
+    args = [a for a in sys.argv[1:] if a != NO_SUBDIR and not a.lstrip("+~").startswith(("resume=", "hydra.sweep.dir="))]
+    return shlex.join(["genexp", "train", *args, "resume=true", f"hydra.sweep.dir={sweep.absolute()}"])
 
 
 class SweepGuard(Callback):
@@ -325,6 +333,8 @@ class SweepGuard(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         SWEEP["dir"] = sweep_dir
         SWEEP["created"] = not sweep_dir.exists()
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            interrupt.use_signal_aware_joblib()
         single = [n for n in ("result.json", "config.yaml", "checkpoint.pt") if (sweep_dir / n).exists()]
         if single:
             raise Refused(f"hydra.sweep.dir={sweep_dir} holds a single run ({single[0]}): choose another "
@@ -415,9 +425,11 @@ def hydra_train(cfg: DictConfig) -> float | None:
     hydra_dir = Path(hc.runtime.output_dir)
     held_logs = HeldFileLogs()
     job = Job(hydra_dir, hc.mode == RunMode.MULTIRUN, run_dir=hydra_dir, state=begin_hook(held_logs.write))
-    stop = StopOnSignal()
+    stop = StopOnSignal(sweep=job.multirun)
     try:
         with stop, held_logs:
+            if stop.signum is not None:  # the sweep was stopped before this job began: start nothing
+                raise Interrupted(stop.signum, 0, cfg.steps)
             result = run_job(cfg, job, stop)
         if isinstance(result, AlreadyComplete):
             return result.record.get("val_acc")
@@ -429,9 +441,13 @@ def hydra_train(cfg: DictConfig) -> float | None:
     except Interrupted as e:
         report_interrupted(job, e)
         stop.chain(e.signum)
+        if job.multirun:  # the sweep's parent exits once every job has stopped
+            raise JobInterrupted(e.signum, str(job.run_dir)) from None
         sys.exit(exit_code(e.signum))
     except KeyboardInterrupt:
         report_interrupted(job, None)
+        if job.multirun:
+            raise JobInterrupted(interrupt.stopped() or 2, str(job.run_dir)) from None
         sys.exit(130)
     except Exception as e:
         if show_tracebacks():
@@ -546,16 +562,20 @@ def report_failure(job: Job, e: Exception) -> None:
     raise JobFailed(str(run_dir), reason) from None
 
 
-def sweep_summary() -> str | None:
+def sweep_summary(signum: int | None = None) -> str | None:
+    """The sweep's last line; `signum`: the sweep was stopped by that signal (with the command to finish it)."""
     sweep = SWEEP.get("dir")
+    name = signal.Signals(signum).name if signum is not None else ""
     if sweep is None or not sweep.is_dir():
-        return None
+        return f"sweep stopped by {name} before any run started: nothing was written" if signum else None
     statuses = [(_read_result(p.parent) or {}).get("status", "unreadable") for p in sorted(sweep.rglob("result.json"))]
     counts = {s: statuses.count(s) for s in dict.fromkeys(["completed", "failed", *statuses])}
     refused = RESULTS.count("refused")
     if refused:
         counts["refused (no run dir)"] = refused
     parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    if signum is not None:
+        return f"sweep {sweep} stopped by {name}: {parts}; finish it with: {sweep_resume_command(sweep)}"
     return f"sweep {sweep}: {parts}; table: genexp table {shlex.quote(str(sweep))}"
 
 
@@ -604,8 +624,12 @@ def _main(args: list[str]) -> int:
     # Let Hydra's own errors (unknown group option, bad override syntax) reach us as exceptions.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     code = 0
+    sweep_signals = ForwardSignals() if "-m" in args or "--multirun" in args else contextlib.nullcontext()
     try:
-        hydra_train()
+        with sweep_signals:
+            hydra_train()
+    except JobInterrupted as e:
+        code = exit_code(e.signum)
     except JobFailed as e:
         count = f"{len(FAILED_JOBS)} run(s)" if FAILED_JOBS else f"a run ({e.run_dir}) and maybe others"
         print(f"{count} of the sweep failed (the rest of its batch ran): each printed its reason above; a failed "
@@ -626,6 +650,13 @@ def _main(args: list[str]) -> int:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         finish_sweep()
+    signum = interrupt.stopped() if isinstance(sweep_signals, ForwardSignals) else None
+    if signum is not None or code > 128:
+        signum = signum or code - 128
+        summary = sweep_summary(signum)
+        if summary is not None:
+            print(summary, file=sys.stderr, flush=True)
+        return exit_code(signum)
     if FAILED_JOBS and code == 0:  # a sweeper that tolerated failures (optuna's max_failure_rate) still ends in exit 1
         print(f"{len(FAILED_JOBS)} run(s) of the sweep failed", file=sys.stderr)
         code = 1
