@@ -22,10 +22,12 @@ from genexp.records import atomic_write
 
 # Keys that say how or where a run executes, not what it computes; they stay out of `run_id`:
 # device and progress are taken from the resuming command, resume is the command itself,
-# cpu_threads and checkpoint_every change neither the numbers nor the record, and a cache_dir
-# (at any depth) only says where a cache lives. Everything else names the run: data, split, model,
-# method, optimizer, steps, seeds, the evaluation schedule, amp, compile, tag, experiment_name.
-NOT_IDENTITY = frozenset({"device", "progress", "resume", "cpu_threads", "checkpoint_every", "hydra", "cache_dir"})
+# cpu_threads and checkpoint_every change neither the numbers nor the record, allow_targets says
+# which plugins the command trusts (never taken from a run dir), and a cache_dir (at any depth)
+# only says where a cache lives. Everything else names the run: data, split, model, method,
+# optimizer, steps, seeds, the evaluation schedule, amp, compile, tag, experiment_name.
+NOT_IDENTITY = frozenset({"device", "progress", "resume", "cpu_threads", "checkpoint_every", "allow_targets",
+                          "hydra", "cache_dir"})
 
 
 class UnsafeCheckpoint(GenexpError):
