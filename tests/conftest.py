@@ -31,3 +31,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch):
+    """`genexp train` in this process (a refusal takes well under a second), in an empty dir."""
+    from helpers import in_process_train
+
+    return in_process_train(monkeypatch, tmp_path)

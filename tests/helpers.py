@@ -82,6 +82,7 @@ def in_process_train(monkeypatch, cwd: Path):
     monkeypatch.chdir(cwd)
 
     def run(*args: str) -> int:
+        os.environ.pop("HYDRA_FULL_ERROR", None)  # main() sets it for Hydra; each run starts without
         try:
             return train_app.main(list(args))
         except SystemExit as e:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,30 +38,6 @@ def done_run(tmp_path_factory):
     finally:
         os.umask(old)
     assert p.returncode == 0, p.stderr
-    return run
-
-
-@pytest.fixture
-def in_process(tmp_path, monkeypatch):
-    """`genexp train` in this process (a refusal takes well under a second), in an empty dir."""
-    from genexp import train_app
-
-    for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
-        monkeypatch.setenv(var, "")  # so that teardown restores the variable's absence (main() sets them)
-        monkeypatch.delenv(var)
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    for name in ("FAILED_JOBS", "RESULTS"):
-        monkeypatch.setattr(train_app, name, [])
-    for name in ("SWEEP", "RESTORE"):
-        monkeypatch.setattr(train_app, name, {})
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> int:
-        os.environ.pop("HYDRA_FULL_ERROR", None)
-        try:
-            return train_app.main(list(args))
-        except SystemExit as e:
-            return e.code
     return run
 
 

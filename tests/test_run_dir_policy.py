@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from helpers import FAST, genexp, results_under, train_cfg
 from omegaconf import OmegaConf
-from test_records import in_process  # noqa: F401 (a fixture)
 
 TINY = [*FAST, "checkpoint_every=10", "model.widths=[16]", "cpu_threads=1"]
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
