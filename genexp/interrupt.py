@@ -150,19 +150,27 @@ def use_signal_aware_joblib() -> None:
     register_parallel_backend("loky", Backend)
 
 
-def _workers() -> list[int]:
-    """This process's children that lead their own process group: the workers `worker_init` ran in."""
-    me, found = os.getpid(), []
+def _workers() -> dict[int, str]:
+    """This process's children to pass a signal on to: {pid: "joblib" | "submitit"}.
+
+    joblib workers are the children that lead their own process group (`worker_init`);
+    submitit_local's job controllers are found by their command line.
+    """
+    me, found = os.getpid(), {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
-        if int(fields[1]) == me and int(fields[2]) == int(entry.name):
-            found.append(int(entry.name))
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+            if int(fields[1]) != me:
+                continue
+            if int(fields[2]) == int(entry.name):
+                found[int(entry.name)] = "joblib"
+            elif b"submitit.local._local" in (entry / "cmdline").read_bytes():
+                found[int(entry.name)] = "submitit"
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
     return found
 
 
@@ -184,9 +192,12 @@ class ForwardSignals:
         _note(signum)
         self.count += 1
         workers = _workers()
-        for pid in workers:
+        for pid, kind in workers.items():
+            # A submitit_local controller passes SIGTERM on to its job, but answers SIGINT by
+            # killing the job a second later: it gets SIGTERM.
+            sent = signal.SIGTERM if kind == "submitit" else signum
             try:
-                os.kill(pid, signum)
+                os.kill(pid, sent)
             except OSError:
                 pass  # it has just exited
         if self.count == 1:

@@ -16,7 +16,8 @@ import pytest
 from helpers import genexp
 
 # Slow enough to be signalled while training, short enough to be finished by the resume.
-RUN = ["steps=5000", "eval_every=500", "checkpoint_every=500", "model.widths=[16]", "cpu_threads=1",
+STEPS = 3000
+RUN = [f"steps={STEPS}", "eval_every=500", "checkpoint_every=500", "model.widths=[16]", "cpu_threads=1",
        "progress=false"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 START_TIMEOUT = 180  # two cores shared with other jobs: starting two workers (torch imports) is slow
@@ -119,7 +120,7 @@ def finish_with_printed_command(err: str, sweep: Path, cwd: Path, runs: int, int
     for run in interrupted:  # continued from its checkpoint, not started again
         assert "resuming" in (run / "genexp.log").read_text()
         steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
-        assert steps == list(range(500, 5001, 500)), steps
+        assert steps == list(range(500, STEPS + 1, 500)), steps
 
 
 def test_sigterm_to_the_parent_of_a_joblib_sweep(tmp_path):
@@ -166,3 +167,18 @@ def test_sigterm_to_a_basic_sweep(tmp_path):
     interrupted = assert_saved(sweep, "SIGTERM", 1)
     assert len(interrupted) == 1 and len(list(sweep.glob("*/result.json"))) == 1  # the second never started
     finish_with_printed_command(err, sweep, tmp_path, 2, interrupted)
+
+
+def test_sigterm_to_a_submitit_local_sweep(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sw"
+    p = start(["-m", "hydra/launcher=submitit_local", "seed=0,1", *RUN, f"hydra.sweep.dir={sweep}"], tmp_path)
+    pids: set[int] = set()
+    wait_until_training(p, sweep, 2, pids)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert_nothing_left(pids)
+    assert len(assert_saved(sweep, "SIGTERM", 2)) >= 1
+    assert f"hydra.sweep.dir={sweep}" in err.strip().splitlines()[-1]
