@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from genexp import distributed, interrupt
 from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
 from genexp.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, exit_code
+from genexp.method_settings import check_method_settings
 from genexp.run_claim import CLAIM_FILE, Claim, claim
 from genexp.sweep_objective import maximise_objective
 
@@ -467,6 +468,7 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
     from genexp.trainer import train
 
     validate_config(cfg)  # before anything else, resume included: bad values never start a run
+    check_method_settings(HydraConfig.get().runtime.choices)
     job.d = distributed.init(resolve_device(cfg.device).type)
     decision: object = None
     held: Claim | None = None
