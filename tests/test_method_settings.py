@@ -1,6 +1,4 @@
 """Per-method preset settings: chosen by the preset's defaults list, inherited, shown, and checked."""
-from importlib import resources
-
 import yaml
 from helpers import genexp, train_cfg
 
@@ -18,17 +16,6 @@ def test_cfg_job_shows_the_setting(tmp_path):
     r = genexp("train", "experiment=fgm_text", "method=vat", "--cfg", "job", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["method"]["eps"] == 0.03 and "eps: 0.03" in r.stdout
-
-
-def test_every_shipped_table_names_only_methods():
-    configs = resources.files("genexp") / "configs"
-    methods = {p.name.removesuffix(".yaml") for p in (configs / "method").iterdir() if p.name.endswith(".yaml")}
-    tables = [t for t in (configs / "method_preset").iterdir() if t.is_dir()]
-    assert tables
-    for table in tables:
-        names = {p.name.removesuffix(".yaml") for p in table.iterdir() if p.name.endswith(".yaml")}
-        assert names <= methods, (table.name, names - methods)
-        assert (configs / "method_settings" / f"{table.name}.yaml").is_file(), table.name
 
 
 def test_a_file_for_an_unknown_method_is_refused(tmp_path):

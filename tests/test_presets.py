@@ -55,12 +55,14 @@ def test_mnist_labels_uses_the_vat_mnist_protocol():
 
 
 def test_method_preset_files_name_a_preset_and_a_method():
-    # train.yaml loads method_preset/<experiment>/<method>.yaml as optional: a misspelt name would be skipped.
+    # train.yaml loads method_preset/<method_settings>/<method>.yaml; a run refuses a table file that names no
+    # method, and the shipped ones must not need that.
     files = sorted((CONFIGS / "method_preset").rglob("*.yaml"))
     assert files
     for f in files:
         assert f.parent.parent == CONFIGS / "method_preset", f
         assert f.parent.name in PRESETS and f.stem in METHODS, f
+        assert (CONFIGS / "method_settings" / f"{f.parent.name}.yaml").is_file(), f
         assert f.read_text().startswith("# @package _global_\n"), f
 
 
