@@ -31,6 +31,7 @@ from genexp import distributed, interrupt
 from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
 from genexp.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, exit_code
 from genexp.method_settings import check_method_settings
+from genexp.records import atomic_write_text
 from genexp.run_claim import CLAIM_FILE, Claim, claim
 from genexp.sweep_objective import maximise_objective
 
@@ -239,12 +240,14 @@ def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False, ove
         raise GenexpError(f"resume={resume}: {run_dir / 'config.yaml'} is missing, so the run cannot be continued "
                           f"as it was")
     check_recorded_targets(cfg, saved, f"resume={resume}: {run_dir / 'config.yaml'}")
-    from genexp.checkpoint import load_checkpoint
+    from genexp.checkpoint import UnsafeCheckpoint, load_checkpoint
 
     try:
         loaded = load_checkpoint(ckpt, "cpu")
         if not isinstance(loaded, dict) or not {"model", "optimizer", "loop"} <= loaded.keys():
             raise ValueError("not a genexp checkpoint")
+    except UnsafeCheckpoint as e:
+        raise GenexpError(f"resume={resume}: {e}: nothing was changed") from None
     except Exception as e:
         raise GenexpError(f"resume={resume}: the checkpoint {ckpt} is unreadable ({type(e).__name__}): "
                           f"nothing was changed: restore it from a copy, or start a new run") from None
@@ -543,7 +546,10 @@ def report_failure(job: Job, e: Exception) -> None:
     or raises JobFailed (a sweep's job: the sweep goes on)."""
     begun, run_dir = job.state.begun, job.run_dir
     if begun and run_dir.is_dir() and job.d.is_main:
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        try:  # on a full disk the traceback cannot be kept; the one line below still says what failed
+            atomic_write_text(run_dir / "error.log", traceback.format_exc())
+        except OSError:
+            pass
     if not begun and job.d.is_main:
         remove_if_empty(job.hydra_dir)
     if isinstance(e, GenexpError):

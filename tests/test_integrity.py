@@ -172,6 +172,22 @@ def test_malicious_checkpoint_error_does_not_advise_weights_only_false(tmp_path)
     assert not (tmp_path / "pwned.txt").exists()
 
 
+def test_resuming_onto_a_malicious_checkpoint_says_what_it_is(tmp_path, train, capsys):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > pwned.txt",))
+
+    assert train(*TINY, "hydra.run.dir=a") == 0
+    record = json.loads((tmp_path / "a" / "result.json").read_text())
+    (tmp_path / "a" / "result.json").write_text(json.dumps({**record, "status": "running"}))
+    torch.save({"model": Payload(), "optimizer": {}, "loop": {}}, tmp_path / "a" / "checkpoint.pt")
+    capsys.readouterr()
+    assert train("resume=a") == 2
+    (line,) = _error_lines(capsys)
+    assert "not a weights-only checkpoint" in line and "weights_only=False" not in line
+    assert not (tmp_path / "pwned.txt").exists()
+
+
 # 8 -------------------------------------------------------------------------------------------
 
 def _enospc() -> OSError:
