@@ -103,7 +103,9 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-        what = lines[0].rstrip(".") if lines else "objects other than tensors"
+        lines = [ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()]
+        if not lines:  # damaged bytes, not a refused object: unreadable, and torch's advice stays out
+            raise pickle.UnpicklingError(f"{path} is not a readable checkpoint") from None
+        what = lines[0].rstrip(".")
         raise UnsafeCheckpoint(f"{path} is not a weights-only checkpoint ({what[:200]}): genexp never loads code "
                           f"from a checkpoint; use a checkpoint.pt or best.pt that genexp wrote") from None
