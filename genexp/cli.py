@@ -18,10 +18,10 @@ and every key; `genexp table --help` lists the table options.
 
 COMMANDS = {
     "train": "genexp.train_app",
-    "table": "genexp.table",
-    "plot": "genexp.plot",
+    "table": "genexp.tables.table",
+    "plot": "genexp.tables.plot",
     "bench": "genexp.bench",
-    "inequality": "genexp.inequality",
+    "inequality": "genexp.studies.inequality.command",
 }
 
 

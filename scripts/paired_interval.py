@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from genexp.table_compare import Comparison
+from genexp.tables.compare import Comparison
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from genexp import inequality as ineq
 from genexp.models.mlp import MLP
+from genexp.studies.inequality import command as ineq
 
 BOUND = 1 + 1e-5
 

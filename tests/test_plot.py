@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from genexp import plot
+from genexp.tables import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

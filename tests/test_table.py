@@ -8,7 +8,7 @@ import statistics
 import pytest
 from helpers import genexp
 
-from genexp import table
+from genexp.tables import table
 
 
 def write_run(root, name, **result):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from genexp import table
+from genexp.tables import table
 
 
 def write_run(root, name, config=None, **result):

@@ -1,7 +1,7 @@
 """Aggregation for `genexp table`: read run records, group runs into cells, mean ± std per cell.
 
 A cell holds the runs that agree on every key but the seed (`differing_keys` finds the keys that
-would mix experiments). Rendering is in table_render, the command in table.
+would mix experiments). Rendering is in render, the command in table.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genexp.errors import GenexpError
-from genexp.table_data import HOW_TO_RUN_KEYS, IDENTITY_KEYS, Metric, field_value, has_key
+from genexp.tables.cells import HOW_TO_RUN_KEYS, IDENTITY_KEYS, Metric, field_value, has_key
 
 # Result.json fields that say what a run is (beyond its config.yaml), and so must agree within a pair.
 PAIR_RESULT_KEYS = (*IDENTITY_KEYS, "seed", "split_seed", "experiment")

@@ -21,7 +21,7 @@ from typing import Any
 
 from genexp.errors import GenexpError
 from genexp.records import atomic_write
-from genexp.table import Metric, differing_keys, field_value, load_results, parse_metric
+from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric
 
 CURVE_METRICS = ("val_acc", "test_acc")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from genexp.errors import GenexpError
-from genexp.table_data import Metric
+from genexp.tables.cells import Metric
 
 BUILTIN_REFERENCES = Path(__file__).with_name("references.yaml")
 

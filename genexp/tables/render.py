@@ -8,9 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from genexp.table_compare import Comparisons
-from genexp.table_data import Cell, Metric, field_value, group, method_first, sort_key, summarise
-from genexp.table_references import Reference
+from genexp.tables.cells import Cell, Metric, field_value, group, method_first, sort_key, summarise
+from genexp.tables.compare import Comparisons
+from genexp.tables.references import Reference
 
 # --------------------------------------------------------------------------- table model
 

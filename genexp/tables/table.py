@@ -23,8 +23,7 @@ from typing import Any
 
 from genexp.errors import GenexpError
 from genexp.records import atomic_write_text
-from genexp.table_compare import Baseline, Comparisons, compare
-from genexp.table_data import (
+from genexp.tables.cells import (
     Cell,
     Metric,
     check_inputs,
@@ -35,10 +34,11 @@ from genexp.table_data import (
     parse_metric,
     summarise,
 )
-from genexp.table_references import BUILTIN_REFERENCES, Reference, load_references, resolve_reference
-from genexp.table_render import Table, flat_table, pivot_table, print_rich, to_csv, to_latex, to_markdown
+from genexp.tables.compare import Baseline, Comparisons, compare
+from genexp.tables.references import BUILTIN_REFERENCES, Reference, load_references, resolve_reference
+from genexp.tables.render import Table, flat_table, pivot_table, print_rich, to_csv, to_latex, to_markdown
 
-# Re-exported: genexp.plot and the tests import these from genexp.table.
+# Re-exported: genexp.tables.plot and the tests import these from genexp.tables.table.
 __all__ = ["BUILTIN_REFERENCES", "Cell", "Metric", "Reference", "Table", "check_inputs", "differing_keys",
            "field_value", "flat_table", "group", "load_references", "load_results", "main", "parse_metric",
            "pivot_table", "summarise", "to_csv", "to_latex", "to_markdown"]
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                         "table_<DIR>+<DIR>.* in their common parent)")
     p.add_argument("--reference", default=None, metavar="FILE.yaml",
                    help="published figures to show beside genexp's (each with its source); "
-                        f"'builtin' = genexp/{BUILTIN_REFERENCES.name}")
+                        f"'builtin' = genexp/tables/{BUILTIN_REFERENCES.name}")
     p.add_argument("--precision", type=int, default=2, help="decimals shown (default 2)")
     p.add_argument("--compare", default=None, metavar="KEY=VALUE",
                    help="paired difference of every other row from the baseline runs KEY=VALUE (e.g. method=none): "

@@ -28,7 +28,8 @@ import sys
 import torch
 
 from genexp.errors import GenexpError
-from genexp.inequality_check import (
+from genexp.models.mlp import ACTIVATIONS
+from genexp.studies.inequality.check import (
     F_KINDS,
     TOLERANCE,
     Geometry,
@@ -45,9 +46,8 @@ from genexp.inequality_check import (
     spectral_sq,
     summarise,
 )
-from genexp.inequality_experiment import Config, checkpoint_steps, run
-from genexp.inequality_report import print_report
-from genexp.models.mlp import ACTIVATIONS
+from genexp.studies.inequality.experiment import Config, checkpoint_steps, run
+from genexp.studies.inequality.report import print_report
 
 # Re-exported: the tests import these from genexp.inequality.
 __all__ = ["F_KINDS", "TOLERANCE", "Config", "Geometry", "Sides", "activation_of", "check", "checkpoint_steps",

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genexp.errors import GenexpError
-from genexp.inequality_check import activation_of, check, mlp_params, sides
 from genexp.models.mlp import ACTIVATIONS, MLP
+from genexp.studies.inequality.check import activation_of, check, mlp_params, sides
 
 
 @dataclass

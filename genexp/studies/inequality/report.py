@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from genexp.inequality_check import F_KINDS, TOLERANCE
+from genexp.studies.inequality.check import F_KINDS, TOLERANCE
 
 
 def _fmt(x: float) -> str:
