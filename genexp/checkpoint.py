@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from genexp.errors import GenexpError
-from genexp.records import atomic_write
+from genexp.runs.files import atomic_write
 
 # Keys that say how or where a run executes, not what it computes; they stay out of `run_id`:
 # device and progress are taken from the resuming command, resume is the command itself,

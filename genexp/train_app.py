@@ -31,8 +31,9 @@ from genexp import distributed, interrupt
 from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
 from genexp.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, exit_code
 from genexp.method_settings import check_method_settings
-from genexp.records import atomic_write_text
 from genexp.run_claim import CLAIM_FILE, Claim, claim
+from genexp.runs.files import atomic_write_text
+from genexp.runs.record import Status, read_result
 from genexp.sweep_objective import maximise_objective
 
 FAILED_JOBS: list[str] = []
@@ -64,14 +65,6 @@ class AlreadyComplete(Exception):
     def __init__(self, run_dir: Path, record: dict) -> None:
         super().__init__(run_dir)
         self.run_dir, self.record = run_dir, record
-
-
-def _read_result(run_dir: Path) -> dict | None:
-    try:
-        record = json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def _no_resume(resume: object) -> bool:
@@ -218,10 +211,10 @@ def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False, ove
     target = hydra_dir if resume in (True, "true") else Path(str(resume)).expanduser()
     ckpt = target / "checkpoint.pt" if target.is_dir() else target
     run_dir = ckpt.parent
-    record = _read_result(run_dir)
+    record = read_result(run_dir)
     has_config = (run_dir / "config.yaml").is_file()
     saved = recorded_config(cfg, run_dir, resume, overrides or []) if has_config else None
-    if record is not None and record.get("status") == "completed":
+    if record is not None and record.get("status") == Status.COMPLETED:
         raise AlreadyComplete(run_dir, record)
     if not ckpt.is_file():
         if multirun and resume in (True, "true") and record is None and not has_config and _holds_nothing(hydra_dir):
@@ -439,7 +432,7 @@ def hydra_train(cfg: DictConfig) -> float | None:
             return result.record.get("val_acc")
         if job.d.is_main:
             print(summary_line(result, job.run_dir), flush=True)
-        RESULTS.append("completed")
+        RESULTS.append(Status.COMPLETED)
         # The sweep objective (hydra/sweeper=optuna maximises it) is validation accuracy: never test.
         return result["val_acc"]
     except Interrupted as e:
@@ -522,7 +515,7 @@ def report_complete(job: Job, done: AlreadyComplete) -> None:
               f"val, step {r.get('best_step')}): nothing to resume, nothing was changed")
         if job.hydra_dir != done.run_dir:
             remove_if_empty(job.hydra_dir)
-    RESULTS.append("completed")
+    RESULTS.append(Status.COMPLETED)
 
 
 def report_interrupted(job: Job, e: Interrupted | None) -> None:
@@ -576,8 +569,8 @@ def sweep_summary(signum: int | None = None) -> str | None:
     name = signal.Signals(signum).name if signum is not None else ""
     if sweep is None or not sweep.is_dir():
         return f"sweep stopped by {name} before any run started: nothing was written" if signum else None
-    statuses = [(_read_result(p.parent) or {}).get("status", "unreadable") for p in sorted(sweep.rglob("result.json"))]
-    counts = {s: statuses.count(s) for s in dict.fromkeys(["completed", "failed", *statuses])}
+    statuses = [(read_result(p.parent) or {}).get("status", Status.UNREADABLE) for p in sorted(sweep.rglob("result.json"))]
+    counts = {s: statuses.count(s) for s in dict.fromkeys([Status.COMPLETED, Status.FAILED, *statuses])}
     refused = RESULTS.count("refused")
     if refused:
         counts["refused (no run dir)"] = refused

@@ -32,8 +32,9 @@ from genexp.errors import GenexpError
 from genexp.interrupt import Interrupted, StopOnSignal
 from genexp.methods.base import Method
 from genexp.progress import TrainProgress
-from genexp.records import append_jsonl, atomic_write, atomic_write_json, atomic_write_text, git_commit, versions
 from genexp.run_setup import RunSetup, Subset, compile_head, prepare, setup_run
+from genexp.runs.files import atomic_write, atomic_write_json, atomic_write_text
+from genexp.runs.record import Status, append_jsonl, git_commit, versions
 from genexp.step import train_step
 
 log = logging.getLogger("genexp")
@@ -411,7 +412,7 @@ def check_same_data(run_dir: Path, fingerprint: str) -> None:
 def result_record(s: Session, loop: Loop, base: dict[str, Any]) -> dict[str, Any]:
     """result.json of a completed run."""
     best, last, split, has_val = loop.best, loop.last, s.run.split, len(s.run.val) > 0
-    return {**base, "status": "completed", "val_acc": best["val_acc"], "test_acc": best["test_acc"],
+    return {**base, "status": Status.COMPLETED, "val_acc": best["val_acc"], "test_acc": best["test_acc"],
             "best_step": best["step"],
             # What test_acc is: at the step of best validation accuracy, or, without a validation
             # set (dataset.val_size=0), at the final step.
@@ -430,7 +431,7 @@ def result_record(s: Session, loop: Loop, base: dict[str, Any]) -> dict[str, Any
 
 def base_record(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist) -> dict[str, Any]:
     """The fields result.json holds from the start, whatever the run's outcome."""
-    return {"status": "running", "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
+    return {"status": Status.RUNNING, "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.method.name,
             "labels": cfg.labels, "seed": cfg.seed, "split_seed": cfg.split_seed,
             "split_seed_drawn": drawn_split_seed(cfg.split_seed, cfg.seed), "steps": cfg.steps,
             "experiment": cfg.get("experiment_name"), "tag": cfg.get("tag"), "device": str(device),
@@ -504,9 +505,9 @@ def stopped_record(e: BaseException) -> dict[str, Any]:
     """What result.json says of a run that stopped before completing: a failed run is a
     recorded result, not a lost one."""
     if isinstance(e, Interrupted):
-        return {"status": "interrupted", "step": e.step, "signal": e.name, "checkpoint_step": e.step,
+        return {"status": Status.INTERRUPTED, "step": e.step, "signal": e.name, "checkpoint_step": e.step,
                 "reason": f"{e.name} at step {e.step} of {e.total}: checkpoint saved, resume continues from it"}
     if isinstance(e, KeyboardInterrupt):
         reason = "stopped without saving (second signal): resume continues from the last periodic checkpoint"
-        return {"status": "interrupted", "reason": reason}
-    return {"status": "failed", "reason": (f"{type(e).__name__}: {e}".splitlines() or [""])[0][:500]}
+        return {"status": Status.INTERRUPTED, "reason": reason}
+    return {"status": Status.FAILED, "reason": (f"{type(e).__name__}: {e}".splitlines() or [""])[0][:500]}

@@ -111,7 +111,7 @@ def test_non_finite_and_mistyped_values_are_input_errors(in_process, tmp_path, c
 # 7 -------------------------------------------------------------------------------------------
 
 def test_records_and_tables_follow_the_umask(done_run, tmp_path, capsys):
-    from genexp.records import atomic_write_json
+    from genexp.runs.files import atomic_write_json
     from genexp.tables import table
 
     # result.json of a real run made under umask 022: readable by others, like config.yaml

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError
-from genexp.records import atomic_write_bytes, sha256_file
+from genexp.runs.files import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 

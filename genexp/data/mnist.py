@@ -35,7 +35,7 @@ import torch
 from genexp.data.dataset import Dataset, as_long
 from genexp.data.preprocess import Scale
 from genexp.errors import GenexpError
-from genexp.records import atomic_write, sha256_file
+from genexp.runs.files import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 

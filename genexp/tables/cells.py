@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from genexp.errors import GenexpError
+from genexp.runs.record import RESULT, Status, read_result
 
 # Keys that make runs different experiments, from result.json (runs without config.yaml too).
 IDENTITY_KEYS = ("dataset", "model", "method", "labels", "steps", "data_fingerprint")
@@ -78,14 +79,12 @@ def load_results(dirs: list[Path]) -> list[dict[str, Any]]:
             raise GenexpError(f"{d} does not exist: pass run or sweep directories (default outputs/)")
         if not d.is_dir():
             raise GenexpError(f"{d} is not a directory: pass run or sweep directories (default outputs/)")
-        for path in sorted(d.rglob("result.json")):
-            try:
-                r = json.loads(path.read_text())
-                if not isinstance(r, dict):
-                    raise ValueError("not a JSON object")
+        for path in sorted(d.rglob(RESULT)):
+            r = read_result(path.parent)
+            if r is None:
+                results.append({"status": Status.UNREADABLE, "_path": str(path.parent)})
+            else:
                 results.append(r | {"_path": str(path.parent), "_config": _flat_config(path.parent / "config.yaml")})
-            except (OSError, ValueError):
-                results.append({"status": "unreadable", "_path": str(path.parent)})
     return results
 
 
@@ -129,7 +128,7 @@ def differing_keys(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
     A group's `name` key is reported as the group (method.name -> method) and, when the group
     differs, its other keys are left to the regrouped pass.
     """
-    readable = [r for r in results if r.get("status") != "unreadable"]
+    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
     extra: list[str] = []
     for pass_ in ("identity", "config"):
         cells: dict[tuple, list[dict]] = defaultdict(list)
@@ -192,14 +191,14 @@ class Cell:
 
     def add(self, r: dict[str, Any], metric: Metric) -> None:
         status = r.get("status")
-        if status == "completed":
+        if status == Status.COMPLETED:
             v = metric.value(r)
             if v is None:
                 self.missing += 1
             else:
                 self.values.append(v)
                 self.seeds.append(str(r.get("seed")))
-        elif status == "failed":
+        elif status == Status.FAILED:
             self.failed += 1
         else:
             self.incomplete += 1
@@ -247,14 +246,14 @@ def summarise(results: list[dict[str, Any]], by: list[str], metric: str | Metric
 
 def check_inputs(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> list[str]:
     """Raise on keys or a metric no run has; return warnings (pooled experiments, duplicate seeds)."""
-    readable = [r for r in results if r.get("status") != "unreadable"]
+    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
     for k in keys:
         if readable and not any(has_key(r, k) for r in readable):
             known = sorted({k2 for r in readable for k2, v in r.items()
                             if not k2.startswith("_") and isinstance(v, (str, int)) and not isinstance(v, bool)})
             raise GenexpError(f"no run has the key {k!r}: group by some of {', '.join(known)}, or any key of "
                               f"the runs' config.yaml (optim.lr, method.eps, dataset.path, ...)")
-    completed = [r for r in readable if r.get("status") == "completed"]
+    completed = [r for r in readable if r.get("status") == Status.COMPLETED]
     if completed and not any(metric.value(r) is not None for r in completed):
         numeric = sorted({k for r in completed for k, v in r.items()
                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -262,7 +261,7 @@ def check_inputs(results: list[dict[str, Any]], keys: list[str], metric: Metric)
         raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric with one of "
                           f"{', '.join(numeric)}{extra}")
     warnings = [f"unreadable result.json in {r['_path']} (counted as incomplete)"
-                for r in results if r.get("status") == "unreadable"]
+                for r in results if r.get("status") == Status.UNREADABLE]
     for key, c in group(results, keys, metric).items():
         dup = sorted({s for s in c.seeds if c.seeds.count(s) > 1})
         if dup and dup != ["None"]:

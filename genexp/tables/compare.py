@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genexp.errors import GenexpError
+from genexp.runs.record import Status
 from genexp.tables.cells import HOW_TO_RUN_KEYS, IDENTITY_KEYS, Metric, field_value, has_key
 
 # Result.json fields that say what a run is (beyond its config.yaml), and so must agree within a pair.
@@ -216,7 +217,7 @@ def compare(results: list[dict[str, Any]], keys: list[str], metric: Metric, base
     """
     if not 0 < confidence < 1:
         raise GenexpError(f"--confidence {confidence} is not between 0 and 1: e.g. --confidence 0.95")
-    runs = [r for r in results if r.get("status") == "completed" and metric.value(r) is not None]
+    runs = [r for r in results if r.get("status") == Status.COMPLETED and metric.value(r) is not None]
     if not any(has_key(r, base.key) for r in runs):
         raise GenexpError(f"--compare {base}: no run has the key {base.key!r}: name a result.json key "
                           f"(method, labels, ...) or a config key (method.eps, optim.lr, ...)")

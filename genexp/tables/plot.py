@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from genexp.errors import GenexpError
-from genexp.records import atomic_write
+from genexp.runs.files import atomic_write
+from genexp.runs.record import Status
 from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric
 
 CURVE_METRICS = ("val_acc", "test_acc")
@@ -87,7 +88,7 @@ def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path, ext
     figs: dict[tuple[str, str], dict[str, dict[str, list[dict]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     for r in results:
-        if r.get("status") == "unreadable":
+        if r.get("status") == Status.UNREADABLE:
             continue
         key = (str(r.get("dataset", "?")), str(r.get("model", "?")))
         figs[key][line_of(r, list(extra))][str(r.get("labels", "?"))].append(r)
@@ -99,9 +100,9 @@ def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path, ext
             xs, ms, ss = [], [], []
             n_tot = failed = incomplete = 0
             for labels, runs in by_method[method].items():
-                vals = [v for r in runs if r.get("status") == "completed" and (v := metric.value(r)) is not None]
-                failed += sum(r.get("status") == "failed" for r in runs)
-                incomplete += sum(r.get("status") not in ("completed", "failed") for r in runs)
+                vals = [v for r in runs if r.get("status") == Status.COMPLETED and (v := metric.value(r)) is not None]
+                failed += sum(r.get("status") == Status.FAILED for r in runs)
+                incomplete += sum(r.get("status") not in (Status.COMPLETED, Status.FAILED) for r in runs)
                 n_tot += len(vals)
                 x = _num(labels)
                 if vals and not math.isnan(x):
@@ -161,7 +162,7 @@ def plot_curves(results: list[dict[str, Any]], out: Path, keys: tuple[str, ...] 
 
     groups: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        if r.get("status") == "unreadable":
+        if r.get("status") == Status.UNREADABLE:
             continue
         key = (str(r.get("dataset", "?")), str(r.get("model", "?")), str(r.get("labels", "?")))
         groups[key][line_of(r, list(extra))].append(r)
@@ -175,7 +176,7 @@ def plot_curves(results: list[dict[str, Any]], out: Path, keys: tuple[str, ...] 
         drew = False
         for i, method in enumerate(_method_order(set(by_method))):
             runs = by_method[method]
-            completed = [r for r in runs if r.get("status") == "completed"]
+            completed = [r for r in runs if r.get("status") == Status.COMPLETED]
             curves = [c for r in completed if (c := read_metrics(Path(r["_path"])))]
             not_done = len(runs) - len(completed)
             if not curves:
@@ -223,13 +224,13 @@ def main(argv: list[str]) -> int:
         results = load_results(args.dirs)
         if not results:
             raise GenexpError(f"no result.json under {', '.join(map(str, args.dirs))}: run genexp train first")
-        completed = [r for r in results if r.get("status") == "completed"]
+        completed = [r for r in results if r.get("status") == Status.COMPLETED]
         if completed and not any(metric.value(r) is not None for r in completed):
             raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric test_acc or test_err")
         # A curve key no run's metrics.jsonl holds is a typo, not an empty panel to skip silently.
         logged: set[str] = set()
         for r in results:
-            if r.get("status") != "unreadable" and "_path" in r:
+            if r.get("status") != Status.UNREADABLE and "_path" in r:
                 for rec in read_metrics(Path(r["_path"])):
                     logged.update(k for k, v in rec.items() if isinstance(v, (int, float)) and k != "step")
         unknown = [k for k in keys if k not in logged]

@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from genexp.runs.record import Status
 from genexp.tables.cells import Cell, Metric, field_value, group, method_first, sort_key, summarise
 from genexp.tables.compare import Comparisons
 from genexp.tables.references import Reference
@@ -60,7 +61,7 @@ def _compare_text(comparisons: Comparisons | None, key: tuple[str, ...], precisi
 def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str], metric: Metric,
                 refs: list[Reference], precision: int, comparisons: Comparisons | None = None) -> Table:
     """Rows × columns of cells; row keys constant over every run go to the caption."""
-    readable = [r for r in results if r.get("status") != "unreadable"]
+    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
     constant = [k for k in rows if len({field_value(r, k) for r in readable}) == 1] if readable else []
     shown = [k for k in rows if k not in constant] or rows[-1:]
     constant = [k for k in constant if k not in shown]

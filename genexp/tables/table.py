@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from genexp.errors import GenexpError
-from genexp.records import atomic_write_text
+from genexp.runs.files import atomic_write_text
+from genexp.runs.record import Status
 from genexp.tables.cells import (
     Cell,
     Metric,
@@ -148,7 +149,7 @@ def _layout(args: argparse.Namespace) -> tuple[str, list[str], list[str], list[s
 
 def _references_for(refs: list[Reference], results: list[dict[str, Any]]) -> list[Reference]:
     """Published figures only beside runs on the datasets they are context for."""
-    datasets = {field_value(r, "dataset") for r in results if r.get("status") != "unreadable"}
+    datasets = {field_value(r, "dataset") for r in results if r.get("status") != Status.UNREADABLE}
     hidden = [r for r in refs if not r.for_datasets(datasets)]
     if hidden:
         print(f"note: {len(hidden)} published figure set(s) for other datasets not shown "

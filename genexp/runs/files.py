@@ -1,11 +1,10 @@
-"""Run records: atomic JSON, metrics.jsonl, versions and the git commit."""
+"""Files written whole or not at all: the one atomic writer (records, checkpoints, caches, tables,
+plots) and a chunked SHA-256."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -57,46 +56,3 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def append_jsonl(path: Path, obj: dict) -> None:
-    """Append one line; if the write fails (a full disk), cut the file back to where it was, so a
-    half line never makes the file unreadable for a resume."""
-    line = (json.dumps(obj, default=float) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
-        except OSError:
-            os.ftruncate(fd, size)
-            raise
-    finally:
-        os.close(fd)
-
-
-def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("genexp", "torch", "torchvision", "numpy", "hydra-core", "transformers"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
