@@ -17,10 +17,10 @@ and every key; `genexp table --help` lists the table options.
 """
 
 COMMANDS = {
-    "train": "genexp.train_app",
+    "train": "genexp.train.app",
     "table": "genexp.tables.table",
     "plot": "genexp.tables.plot",
-    "bench": "genexp.bench",
+    "bench": "genexp.train.bench",
     "inequality": "genexp.studies.inequality.command",
 }
 

@@ -69,7 +69,7 @@ def in_process_train(monkeypatch, cwd: Path):
     """`genexp train` run in this process (no interpreter start-up; monkeypatches reach the run),
     in `cwd`: returns run(*args) -> exit code. Restores what main() changes: the environment,
     sys.argv and train_app's per-process lists."""
-    from genexp import train_app
+    from genexp.train import app as train_app
 
     for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
         monkeypatch.setenv(var, "")  # so that teardown restores the variable's absence (main() sets them)

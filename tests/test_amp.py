@@ -7,7 +7,7 @@ from helpers import genexp, train_cfg
 from torch import nn
 
 from genexp.regularizers.vat import KLTarget, matrix_vat_perturbation, vat_direction
-from genexp.run_setup import autocast_for
+from genexp.train.setup import autocast_for
 
 
 def _mlp() -> nn.Module:
@@ -67,7 +67,7 @@ def test_bad_amp_is_one_line(tmp_path, value):
 def test_vat_trains_under_cpu_bf16(tmp_path):
     """amp=bf16 on CPU through a whole run with BatchNorm, hidden noise and BatchNorm re-estimation
     (the packed LSTM's run: tests/test_models.py)."""
-    from genexp.trainer import train
+    from genexp.train.loop import train
 
     cfg = train_cfg("method=vat", "amp=bf16", "device=cpu", "cpu_threads=1", "steps=3", "eval_every=3", "progress=false",
                     "batch_size=8", "unlabeled_batch_size=8", "dataset=random", "labels=20", "model.widths=[16]",

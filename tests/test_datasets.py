@@ -91,7 +91,7 @@ def test_cifar_checks_md5_by_default_and_names_the_fix(cifar_root, tmp_path):
 
 
 def test_cifar_one_training_step_through_train(cifar_root, tmp_path):
-    from genexp.trainer import train
+    from genexp.train.loop import train
 
     cfg = train_cfg("dataset=cifar10", f"dataset.root={cifar_root}", "dataset.verify_md5=false", "dataset.val_size=10",
                     "model=cnn13", "model.widths=[4,4,4,4,4]", "method=vat", "labels=20", "steps=1", "eval_every=1",

@@ -165,8 +165,8 @@ def test_parallel_builders_encode_once_and_leave_one_valid_entry(bert, tmp_path)
 
 def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeypatch):
     import genexp.models.hf_encoder as hf
-    from genexp.build import build_dataset, build_model
     from genexp.regularizers import vat_loss
+    from genexp.train.build import build_dataset, build_model
 
     loaded = []
     real = hf.load_pretrained
@@ -211,8 +211,8 @@ def test_genexp_train_frozen_end_to_end(bert, tmp_path, monkeypatch):
     spend most of the test importing torch): the first run builds the entry, the second reuses it."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from genexp import train_app
     from genexp.cli import main
+    from genexp.train import app as train_app
 
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][i % 2]}) + "\n"
@@ -265,7 +265,7 @@ def test_standardize_is_fitted_on_training_features_only():
 
 
 def test_standardize_key_applies_after_the_cache(bert, tmp_path):
-    from genexp.build import build_dataset
+    from genexp.train.build import build_dataset
 
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": i % 2}) + "\n" for i, t in enumerate(TEXTS * 3)))

@@ -128,7 +128,7 @@ def test_mnist_cache_and_source_are_verified_every_run(tmp_path, caplog, umask_0
 def test_foreign_checkpoints_are_refused_with_exit_2(tmp_path, train, capsys):
     from omegaconf import OmegaConf
 
-    from genexp.checkpoint import run_id
+    from genexp.train.checkpoint import run_id
 
     assert train(*TINY, "hydra.run.dir=a") == 0
     assert train(*TINY[1:], "steps=6", "hydra.run.dir=b") == 0
@@ -159,7 +159,7 @@ def test_foreign_checkpoints_are_refused_with_exit_2(tmp_path, train, capsys):
 
 
 def test_malicious_checkpoint_error_does_not_advise_weights_only_false(tmp_path):
-    from genexp.checkpoint import load_checkpoint
+    from genexp.train.checkpoint import load_checkpoint
 
     class Payload:
         def __reduce__(self):
@@ -257,8 +257,8 @@ def test_records_carry_a_fingerprint_of_their_data(tmp_path, train):
 def test_best_pt_holds_the_weights_behind_the_reported_test_acc(tmp_path, train):
     from omegaconf import OmegaConf
 
-    from genexp.run_setup import prepare, setup_run
-    from genexp.trainer import evaluate
+    from genexp.train.loop import evaluate
+    from genexp.train.setup import prepare, setup_run
 
     assert train(*TINY[1:], "steps=8", "hydra.run.dir=run") == 0
     run = tmp_path / "run"

@@ -14,8 +14,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from torch import Tensor, nn
 
-import genexp.trainer as trainer
-from genexp.build import build_method
+import genexp.train.loop as trainer
 from genexp.errors import GenexpError
 from genexp.methods.base import Batch, Method
 from genexp.methods.fgm import FGM
@@ -32,6 +31,7 @@ from genexp.methods.vat_embedding_matrix import VATEmbeddingMatrix
 from genexp.models.base import GenexpModel
 from genexp.models.mlp import MLP
 from genexp.regularizers._common import kl_from_logits
+from genexp.train.build import build_method
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "genexp" / "configs" / "method"
 ALL_METHODS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
@@ -118,7 +118,7 @@ def test_every_method_config_trains_on_digits(name, hydra_compose, tmp_path, mon
     cfg = hydra_compose(f"method={name}", "steps=5", "eval_every=5", "progress=false", "labels=30",
                         "batch_size=16", "unlabeled_batch_size=32", "device=cpu", "model.widths=[32]")
     initial = {}
-    from genexp import run_setup
+    from genexp.train import setup as run_setup
 
     build_model = run_setup.build_model
 

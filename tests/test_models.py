@@ -1,6 +1,6 @@
 """The real models: CNN-13, WRN-28-2, the from-scratch (Bi)LSTM and a Hugging Face encoder
 (MiniLM, offline): shapes for several inputs and class counts, embed/head composing to
-forward, text masks, and short training runs through genexp.trainer.train."""
+forward, text masks, and short training runs through genexp.train.loop.train."""
 from __future__ import annotations
 
 import os
@@ -195,7 +195,7 @@ def test_lstm_normalised_embeddings():
 
 
 def test_lstm_needs_a_text_dataset(tmp_path):
-    from genexp.trainer import train
+    from genexp.train.loop import train
 
     with pytest.raises(GenexpError, match="model=lstm needs a text dataset"):
         train(train_cfg("model=lstm", "method=none", "steps=1", "progress=false", "device=cpu"), tmp_path)
@@ -204,7 +204,7 @@ def test_lstm_needs_a_text_dataset(tmp_path):
 @pytest.mark.parametrize("amp", ["auto", "bf16"])
 def test_lstm_vat_run_on_a_text_file(tmp_path, amp):
     """Also under CPU bf16 autocast (amp=bf16): the packed LSTM and VAT's float32 power iteration."""
-    from genexp.trainer import train
+    from genexp.train.loop import train
 
     words = ["good", "bad", "fine", "awful", "nice", "poor"]
     lines = "".join(f"\"{words[i % 6]} {words[(i * 7) % 6]} film {i}\",{['neg', 'pos'][i % 2]}\n" for i in range(80))
@@ -283,7 +283,7 @@ def test_hf_encoder_bad_name_is_one_line(tmp_path):
 
 
 def test_hf_encoder_vat_on_tweets(tmp_path):
-    from genexp.trainer import train
+    from genexp.train.loop import train
 
     cfg = train_cfg("dataset=tweets", "dataset.test_fraction=0.004", "dataset.val_size=10", "model=hf_encoder",
                     "model.text_encoder.max_length=16", "method=vat", "labels=20", "steps=3", "eval_every=3",

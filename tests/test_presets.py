@@ -6,7 +6,7 @@ from helpers import train_cfg
 from omegaconf import OmegaConf
 
 import genexp
-from genexp.build import build_method
+from genexp.train.build import build_method
 
 CONFIGS = Path(genexp.__file__).parent / "configs"
 PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))

@@ -135,7 +135,7 @@ def test_progress_bar_is_one_readable_line_at_80_columns():
 
     from rich.console import Console
 
-    from genexp.progress import TrainProgress
+    from genexp.runs.progress import TrainProgress
 
     buf = io.StringIO()
     console = Console(file=buf, width=80, force_terminal=True, color_system=None, legacy_windows=False)

@@ -243,7 +243,7 @@ def test_hydra_options_do_not_hide_refusals(tmp_path):
 ])
 def test_small_values_are_refused_naming_their_key(override, key):
     from genexp.errors import GenexpError
-    from genexp.run_setup import validate_config
+    from genexp.train.setup import validate_config
 
     with pytest.raises(GenexpError) as e:
         validate_config(train_cfg(override))
@@ -254,7 +254,7 @@ def test_val_size_larger_than_the_data_blames_val_size():
     import torch
 
     from genexp.errors import GenexpError
-    from genexp.run_setup import setup_run
+    from genexp.train.setup import setup_run
 
     with pytest.raises(GenexpError) as e:
         setup_run(train_cfg("dataset.val_size=5000", "model.widths=[16]"), torch.device("cpu"))
@@ -262,7 +262,7 @@ def test_val_size_larger_than_the_data_blames_val_size():
 
 
 def test_signal_during_start_up_leaves_nothing(in_process, tmp_path, monkeypatch):  # noqa: F811
-    import genexp.trainer as trainer
+    import genexp.train.loop as trainer
 
     real = trainer.log_setup
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 from helpers import genexp, train_cfg
 
-from genexp import bench, trainer
 from genexp.data.split import Split
 from genexp.errors import GenexpError
-from genexp.interrupt import Interrupted, StopOnSignal
-from genexp.run_setup import validate_config
+from genexp.train import bench
+from genexp.train import loop as trainer
+from genexp.train.interrupt import Interrupted, StopOnSignal
+from genexp.train.setup import validate_config
 
 SMALL = ["labels=30", "batch_size=16", "unlabeled_batch_size=32", "device=cpu", "cpu_threads=1", "progress=false",
          "model.widths=[32]"]

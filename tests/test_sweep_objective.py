@@ -5,7 +5,7 @@ import yaml
 from helpers import genexp
 from omegaconf import OmegaConf
 
-from genexp.sweep_objective import maximise_objective
+from genexp.train.sweep_objective import maximise_objective
 
 
 def test_optuna_without_a_preset_picks_the_best_validation_trial(tmp_path):

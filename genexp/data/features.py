@@ -106,7 +106,7 @@ def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling
                 normalize: bool = True, batch_size: int = 64, cache_dir: str = "~/.cache/genexp/features",
                 device: str = "auto", progress: bool = True) -> Dataset:
     """Replace the dataset's texts by pooled encoder features (from the cache when it holds them)."""
-    from genexp.progress import TrainProgress
+    from genexp.runs.progress import TrainProgress
 
     if not isinstance(max_length, int) or max_length < 2:
         raise GenexpError(f"model.text_encoder.max_length={max_length} must be an integer >= 2")

@@ -22,20 +22,20 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from genexp import distributed
-from genexp.bn_recalibration import recalibrated
-from genexp.build import build_method, build_optimizer
-from genexp.checkpoint import check_belongs, load_checkpoint, rng_state, run_id, save_checkpoint, set_rng_state
 from genexp.data.split import Split, drawn_split_seed
-from genexp.distributed import Dist
 from genexp.errors import GenexpError
-from genexp.interrupt import Interrupted, StopOnSignal
 from genexp.methods.base import Method
-from genexp.progress import TrainProgress
-from genexp.run_setup import RunSetup, Subset, compile_head, prepare, setup_run
 from genexp.runs.files import atomic_write, atomic_write_json, atomic_write_text
+from genexp.runs.progress import TrainProgress
 from genexp.runs.record import Status, append_jsonl, git_commit, versions
-from genexp.step import train_step
+from genexp.train import distributed
+from genexp.train.batches import train_step
+from genexp.train.bn_recalibration import recalibrated
+from genexp.train.build import build_method, build_optimizer
+from genexp.train.checkpoint import check_belongs, load_checkpoint, rng_state, run_id, save_checkpoint, set_rng_state
+from genexp.train.distributed import Dist
+from genexp.train.interrupt import Interrupted, StopOnSignal
+from genexp.train.setup import RunSetup, Subset, compile_head, prepare, setup_run
 
 log = logging.getLogger("genexp")
 CHECKPOINT = "checkpoint.pt"

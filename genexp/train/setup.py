@@ -18,12 +18,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from genexp import distributed
-from genexp.build import build_dataset, build_model
 from genexp.data.split import PER_SEED, Split, drawn_split_seed, make_split
-from genexp.distributed import Dist
 from genexp.errors import GenexpError
-from genexp.step import BatchSource
+from genexp.train import distributed
+from genexp.train.batches import BatchSource
+from genexp.train.build import build_dataset, build_model
+from genexp.train.distributed import Dist
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:<index> or mps"
 

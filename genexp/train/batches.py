@@ -6,11 +6,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from genexp import distributed
-from genexp.distributed import Dist
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.sampling import IndexStream
+from genexp.train import distributed
+from genexp.train.distributed import Dist
+from genexp.train.sampling import IndexStream
 
 
 class BatchSource:

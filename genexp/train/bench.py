@@ -89,7 +89,7 @@ class MethodTimer:
 
     def __init__(self, model0: GenexpModel, method: Method, cfg: Any, source: Any, fixed: Batch,
                  device: torch.device, amp: Any) -> None:
-        from genexp.build import build_optimizer
+        from genexp.train.build import build_optimizer
 
         self.model = copy.deepcopy(model0).train()
         self.method, self.source, self.device, self.amp = method, source, device, amp
@@ -101,7 +101,7 @@ class MethodTimer:
         self.peak = 0.0
 
     def run(self, steps: int, with_data: bool, record: bool) -> None:
-        from genexp.step import train_step
+        from genexp.train.batches import train_step
 
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -120,7 +120,7 @@ def time_passes(model0: GenexpModel, cfg: Any, batch: Batch, device: torch.devic
                 warmup: int) -> list[dict[str, Any]]:
     """Each pass of the cost model alone, as bare torch calls on a copy of the model (no method
     code): what the hardware charges per forward unit at l rows and at u rows."""
-    from genexp.build import build_optimizer
+    from genexp.train.build import build_optimizer
 
     m = copy.deepcopy(model0).train()
     opt, _ = build_optimizer(cfg, m)
@@ -179,7 +179,7 @@ def compose(overrides: list[str]) -> Any:
 def methods_to_time(cfg: Any, overrides: list[str], methods: list[str] | None, textbook: bool
                     ) -> list[tuple[str, Method]]:
     """Supervised first (the reference), then the configured or listed methods, then the textbook port."""
-    from genexp.build import build_method
+    from genexp.train.build import build_method
 
     plain = [o for o in overrides if not o.startswith(("method=", "method."))]
     todo: list[tuple[str, Method]] = [("none", build_method(compose([*plain, "method=none"])))]
@@ -236,7 +236,7 @@ def passes_report(model: GenexpModel, cfg: Any, batch: Batch, device: torch.devi
 
 def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int, textbook: bool,
         passes: bool = False) -> dict[str, Any]:
-    from genexp.run_setup import compile_head, prepare, setup_run
+    from genexp.train.setup import compile_head, prepare, setup_run
 
     cfg = compose(overrides)
     device = prepare(cfg)

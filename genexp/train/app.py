@@ -27,14 +27,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genexp import distributed, interrupt
 from genexp.errors import TRACEBACK_ENV, GenexpError, one_line, show_tracebacks
-from genexp.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, exit_code
-from genexp.method_settings import check_method_settings
-from genexp.run_claim import CLAIM_FILE, Claim, claim
 from genexp.runs.files import atomic_write_text
 from genexp.runs.record import Status, read_result
-from genexp.sweep_objective import maximise_objective
+from genexp.train import distributed, interrupt
+from genexp.train.claim import CLAIM_FILE, Claim, claim
+from genexp.train.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, exit_code
+from genexp.train.method_settings import check_method_settings
+from genexp.train.sweep_objective import maximise_objective
 
 FAILED_JOBS: list[str] = []
 RESULTS: list[str] = []  # this process's jobs: completed / failed / refused
@@ -107,7 +107,7 @@ def check_dir_kind(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def claim_job_dir(cfg: DictConfig, hydra_dir: Path) -> Claim | None:
-    """Claim the job's run dir (see genexp.run_claim), or None when a resume names no dir (refused later)."""
+    """Claim the job's run dir (see genexp.train.claim), or None when a resume names no dir (refused later)."""
     run_dir = job_dir(cfg, hydra_dir)
     if run_dir is None:
         return None
@@ -174,7 +174,7 @@ def recorded_config(cfg: DictConfig, run_dir: Path, resume: object, overrides: l
 def check_recorded_targets(cfg: DictConfig, saved: DictConfig, source: str) -> None:
     """Before anything of a config read off disk is instantiated: see build.check_targets. Trusted
     are the command's allow_targets and every _target_ the command's own config names."""
-    from genexp.build import check_targets, config_targets
+    from genexp.train.build import check_targets, config_targets
 
     chosen = {t for _, t in config_targets(_plain(without_allow(cfg))) if isinstance(t, str)}
     check_targets(saved, source, allow_modules=[str(m) for m in cfg.get(NOT_RECORDED) or []], chosen=chosen)
@@ -233,7 +233,7 @@ def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False, ove
         raise GenexpError(f"resume={resume}: {run_dir / 'config.yaml'} is missing, so the run cannot be continued "
                           f"as it was")
     check_recorded_targets(cfg, saved, f"resume={resume}: {run_dir / 'config.yaml'}")
-    from genexp.checkpoint import UnsafeCheckpoint, load_checkpoint
+    from genexp.train.checkpoint import UnsafeCheckpoint, load_checkpoint
 
     try:
         loaded = load_checkpoint(ckpt, "cpu")
@@ -385,7 +385,7 @@ class HeldFileLogs:
 
 def begin_hook(on_begin: Any) -> Any:
     """A trainer.RunState that calls `on_begin` once the run has begun (its records written)."""
-    from genexp.trainer import RunState
+    from genexp.train.loop import RunState
 
     class _State(RunState):
         @property
@@ -409,10 +409,10 @@ class Job:
     multirun: bool
     run_dir: Path
     d: distributed.Dist = field(default_factory=distributed.Dist)
-    state: Any = None  # genexp.trainer.RunState
+    state: Any = None  # genexp.train.loop.RunState
 
 
-@hydra.main(config_path="configs", config_name="train", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def hydra_train(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     if hc.job.chdir and Path.cwd() != Path(hc.runtime.cwd):
@@ -460,8 +460,8 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
     """Check the config, claim the run dir, decide (rank 0, shared with the others) whether to
     start, resume or refuse, then train: the result record, or AlreadyComplete for a completed
     run (reported). The claim is held until the job ends, however it ends."""
-    from genexp.run_setup import resolve_device, validate_config
-    from genexp.trainer import train
+    from genexp.train.loop import train
+    from genexp.train.setup import resolve_device, validate_config
 
     validate_config(cfg)  # before anything else, resume included: bad values never start a run
     check_method_settings(HydraConfig.get().runtime.choices)
