@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 import pickle
 import struct
@@ -80,6 +81,10 @@ def in_process_train(monkeypatch, cwd: Path):
     for name in ("SWEEP", "RESTORE"):
         monkeypatch.setattr(train_app, name, {})
     monkeypatch.chdir(cwd)
+    # Hydra points the root logger at each run's genexp.log; a later test must not log into a dir
+    # this one removed. dictConfig edits the list in place, so the original is set back whole.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
 
     def run(*args: str) -> int:
         os.environ.pop("HYDRA_FULL_ERROR", None)  # main() sets it for Hydra; each run starts without
