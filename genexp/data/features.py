@@ -43,7 +43,7 @@ def pool(hidden: Tensor, mask: Tensor, pooling: str = "mean", normalize: bool = 
 def encoder_identity(name_or_path: str) -> dict[str, str]:
     """What names the encoder's weights for the cache key: a local folder's resolved path and a
     hash of its files, or a hub model's name and the commit its cached files come from."""
-    from genexp.models.hf_encoder import _offline, resolve_name_or_path
+    from genexp.data.pretrained import offline, resolve_name_or_path
 
     path = resolve_name_or_path(name_or_path)
     if Path(path).is_dir():
@@ -51,7 +51,7 @@ def encoder_identity(name_or_path: str) -> dict[str, str]:
     from transformers.utils.hub import cached_file, extract_commit_hash
 
     try:
-        config = cached_file(path, "config.json", local_files_only=_offline())
+        config = cached_file(path, "config.json", local_files_only=offline())
     except (OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise GenexpError(f"model.name_or_path={name_or_path}: cannot resolve its revision ({first[:200]}): set "
@@ -123,7 +123,7 @@ def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling
              "n": [len(data.x_train), len(data.x_test)]}
 
     def build() -> dict[str, Tensor]:
-        from genexp.models.hf_encoder import load_pretrained
+        from genexp.data.pretrained import load_pretrained
 
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))

@@ -89,8 +89,8 @@ def vocab_encode(data: Dataset, max_length: int = 400, min_freq: int = 2, max_vo
 
 def hf_tokenize(data: Dataset, name_or_path: str, max_length: int = 128) -> Dataset:
     """The model's own AutoTokenizer (loaded like the model: local dir, alias, or hub name)."""
+    from genexp.data.pretrained import load_pretrained
     from genexp.errors import GenexpError
-    from genexp.models.hf_encoder import load_pretrained
 
     if not isinstance(max_length, int) or max_length < 2:
         raise GenexpError(f"model.text_encoder.max_length={max_length} must be an integer >= 2")
