@@ -9,9 +9,12 @@ initialisation and its labelled set, and the paired difference cancels both (Bou
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from genexp.errors import GenexpError
 from genexp.runs.record import Status
@@ -78,14 +81,12 @@ class Comparison:
 
     @property
     def delta(self) -> float | None:
-        return sum(self.diffs) / len(self.diffs) if self.diffs else None
+        return statistics.fmean(self.diffs) if self.pairs else None
 
     @property
     def sd(self) -> float | None:
-        if len(self.diffs) < 2:
-            return None
-        m = self.delta
-        return math.sqrt(sum((d - m) ** 2 for d in self.diffs) / (len(self.diffs) - 1))
+        """The sample standard deviation of the differences."""
+        return statistics.stdev(self.diffs) if self.n_pairs > 1 else None
 
     @property
     def interval(self) -> tuple[float, float] | None:
@@ -108,7 +109,7 @@ class Comparison:
 
         res = stats.ttest_ind(self.row_values, self.base_values, equal_var=False)
         ci = res.confidence_interval(self.confidence)
-        mean = sum(self.row_values) / len(self.row_values) - sum(self.base_values) / len(self.base_values)
+        mean = statistics.fmean(self.row_values) - statistics.fmean(self.base_values)
         if not (math.isfinite(ci.low) and math.isfinite(ci.high)):
             return None
         return (mean, float(ci.low), float(ci.high))
@@ -137,11 +138,10 @@ class Comparison:
             return 2
         from scipy import stats
 
-        alpha = 1 - self.confidence
-        for n in range(2, MAX_PAIRS_SHOWN + 1):
-            if stats.t.ppf(1 - alpha / 2, n - 1) * self.sd / math.sqrt(n) < abs(self.delta):
-                return n
-        return MAX_PAIRS_SHOWN + 1
+        n = np.arange(2, MAX_PAIRS_SHOWN + 1)
+        half = stats.t.ppf(1 - (1 - self.confidence) / 2, n - 1) * self.sd / np.sqrt(n)  # every n in one call
+        resolved = np.flatnonzero(half < abs(self.delta))
+        return int(n[resolved[0]]) if len(resolved) else MAX_PAIRS_SHOWN + 1
 
     def summary(self, precision: int) -> dict[str, str]:
         """Display text: the difference, its interval, the pairs, the verdict, the pairs needed."""
