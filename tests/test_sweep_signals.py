@@ -123,16 +123,24 @@ def finish_with_printed_command(err: str, sweep: Path, cwd: Path, runs: int, int
         assert steps == list(range(500, STEPS + 1, 500)), steps
 
 
+def stop_sweep(args: list[str], cwd: Path, watch: Path, running: int, send, code: int) -> tuple[Path, str, set[int]]:
+    """Start `genexp train <args>`, wait until `running` of its runs train, `send(process)` a
+    signal, and check it exits `code` without a traceback: (the sweep dir, stderr, the pids seen)."""
+    p = start(args, cwd)
+    pids: set[int] = set()
+    sweep = wait_until_training(p, watch, running, pids)
+    send(p)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == code, err
+    assert "Traceback" not in err, err
+    return sweep, err, pids
+
+
 def test_sigterm_to_the_parent_of_a_joblib_sweep(tmp_path):
     sweep = tmp_path / "the sweep"  # a space: the printed command must quote it
-    p = start(["-m", *JOBLIB, "seed=0,1", *RUN, f"hydra.sweep.dir={sweep}"], tmp_path)
-    pids: set[int] = set()
-    wait_until_training(p, sweep, 2, pids)
+    _, err, pids = stop_sweep(["-m", *JOBLIB, "seed=0,1", *RUN, f"hydra.sweep.dir={sweep}"], tmp_path, sweep, 2,
+                              lambda p: p.send_signal(signal.SIGTERM), 143)
     assert pids, "no worker processes were seen"
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=180)
-    assert p.returncode == 143, err
-    assert "Traceback" not in err, err
     assert_nothing_left(pids)
     interrupted = assert_saved(sweep, "SIGTERM", 2)
     assert interrupted, "no run was interrupted"
@@ -142,13 +150,8 @@ def test_sigterm_to_the_parent_of_a_joblib_sweep(tmp_path):
 def test_ctrl_c_to_a_joblib_sweep_with_a_run_still_queued(tmp_path):
     # SIGINT to the whole process group (a terminal's Ctrl-C); no hydra.sweep.dir given, and a
     # third run waits for a free worker: it must not start after the signal, and the resume starts it.
-    p = start(["-m", *JOBLIB, "seed=0,1,2", *RUN], tmp_path)
-    pids: set[int] = set()
-    sweep = wait_until_training(p, tmp_path / "outputs" / "multirun", 2, pids)
-    os.killpg(p.pid, signal.SIGINT)
-    out, err = p.communicate(timeout=180)
-    assert p.returncode == 130, err
-    assert "Traceback" not in err, err
+    sweep, err, pids = stop_sweep(["-m", *JOBLIB, "seed=0,1,2", *RUN], tmp_path, tmp_path / "outputs" / "multirun", 2,
+                                  lambda p: os.killpg(p.pid, signal.SIGINT), 130)
     assert_nothing_left(pids)
     interrupted = assert_saved(sweep, "SIGINT", 2)
     assert len(interrupted) >= 1
@@ -157,13 +160,8 @@ def test_ctrl_c_to_a_joblib_sweep_with_a_run_still_queued(tmp_path):
 
 def test_sigterm_to_a_basic_sweep(tmp_path):
     sweep = tmp_path / "sw"
-    p = start(["-m", "seed=0,1", *RUN, f"hydra.sweep.dir={sweep}"], tmp_path)
-    pids: set[int] = set()
-    wait_until_training(p, sweep, 1, pids)
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=180)
-    assert p.returncode == 143, err
-    assert "Traceback" not in err, err
+    _, err, _ = stop_sweep(["-m", "seed=0,1", *RUN, f"hydra.sweep.dir={sweep}"], tmp_path, sweep, 1,
+                           lambda p: p.send_signal(signal.SIGTERM), 143)
     interrupted = assert_saved(sweep, "SIGTERM", 1)
     assert len(interrupted) == 1 and len(list(sweep.glob("*/result.json"))) == 1  # the second never started
     finish_with_printed_command(err, sweep, tmp_path, 2, interrupted)
@@ -172,13 +170,8 @@ def test_sigterm_to_a_basic_sweep(tmp_path):
 def test_sigterm_to_a_submitit_local_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sw"
-    p = start(["-m", "hydra/launcher=submitit_local", "seed=0,1", *RUN, f"hydra.sweep.dir={sweep}"], tmp_path)
-    pids: set[int] = set()
-    wait_until_training(p, sweep, 2, pids)
-    p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=180)
-    assert p.returncode == 143, err
-    assert "Traceback" not in err, err
+    _, err, pids = stop_sweep(["-m", "hydra/launcher=submitit_local", "seed=0,1", *RUN, f"hydra.sweep.dir={sweep}"],
+                              tmp_path, sweep, 2, lambda p: p.send_signal(signal.SIGTERM), 143)
     assert_nothing_left(pids)
     assert len(assert_saved(sweep, "SIGTERM", 2)) >= 1
     assert f"hydra.sweep.dir={sweep}" in err.strip().splitlines()[-1]
