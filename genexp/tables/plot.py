@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 import sys
 from collections import defaultdict
@@ -22,13 +21,9 @@ from typing import Any
 from genexp.errors import GenexpError
 from genexp.runs.files import atomic_write
 from genexp.runs.record import Status
-from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric
+from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric, safe_name
 
 CURVE_METRICS = ("val_acc", "test_acc")
-
-
-def _safe(s: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_") or "x"
 
 
 def _num(v: str) -> float:
@@ -127,7 +122,7 @@ def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path, ext
         ax.set_title(f"{dataset} · {model}: {metric.name} vs labels\nmean ± sample std over seeds")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        path = out / f"labels_{_safe(dataset)}_{_safe(model)}_{_safe(metric.name)}.png"
+        path = out / f"labels_{safe_name(dataset)}_{safe_name(model)}_{safe_name(metric.name)}.png"
         _save(fig, path)
         plt.close(fig)
         written.append(path)
@@ -197,8 +192,8 @@ def plot_curves(results: list[dict[str, Any]], out: Path, keys: tuple[str, ...] 
         axes[0].set_ylabel("accuracy (%), mean ± std over seeds" if accuracy else "mean ± std over seeds")
         axes[0].legend(fontsize=8)
         fig.suptitle(f"{dataset} · {model} · {labels} labels: training curves")
-        suffix = "" if keys == CURVE_METRICS else "_" + "_".join(_safe(k) for k in keys)
-        path = out / f"curves_{_safe(dataset)}_{_safe(model)}_l{_safe(labels)}{suffix}.png"
+        suffix = "" if keys == CURVE_METRICS else "_" + "_".join(safe_name(k) for k in keys)
+        path = out / f"curves_{safe_name(dataset)}_{safe_name(model)}_l{safe_name(labels)}{suffix}.png"
         _save(fig, path)
         plt.close(fig)
         written.append(path)

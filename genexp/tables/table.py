@@ -74,7 +74,7 @@ def _out_prefix(out: Path | None, dirs: list[Path]) -> Path:
         # A table of several dirs is not any one dir's table: it goes beside them, named after them,
         # so it never overwrites the table of the first.
         parent = Path(os.path.commonpath([d.resolve() for d in dirs]))
-        name = "+".join(_safe_name(d.resolve().name) for d in dict.fromkeys(dirs))
+        name = "+".join(safe_name(d.resolve().name, "dir") for d in dict.fromkeys(dirs))
         return parent / f"table_{name[:120]}"
     if out is None:
         return dirs[0] / "table"
@@ -83,8 +83,9 @@ def _out_prefix(out: Path | None, dirs: list[Path]) -> Path:
     return out
 
 
-def _safe_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_") or "dir"
+def safe_name(s: Any, empty: str = "x") -> str:
+    """`s` as a file-name part: runs of anything but letters, digits, `_`, `.`, `-` become `_`."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s)).strip("_") or empty
 
 
 def _parser() -> argparse.ArgumentParser:
