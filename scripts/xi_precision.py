@@ -21,7 +21,7 @@ from genexp.data.digits import load_digits
 from genexp.models.cnn13 import CNN13
 from genexp.models.mlp import MLP
 from genexp.models.wrn import WideResNet
-from genexp.regularizers import _common, vat
+from genexp.regularizers import precision, vat
 from genexp.regularizers.vat import vat_perturbation
 
 
@@ -37,7 +37,7 @@ def tf32_kept(on: bool) -> Iterator[None]:
         with torch.autocast(device_type=x.device.type, enabled=False):
             yield
 
-    with mock.patch.object(vat, "full_precision", autocast_only), mock.patch.object(_common, "full_precision",
+    with mock.patch.object(vat, "full_precision", autocast_only), mock.patch.object(precision, "full_precision",
                                                                                     autocast_only):
         yield
 

@@ -5,7 +5,7 @@ import torch
 from helpers import FAST, genexp
 from torch import nn
 
-from genexp.train.bn_recalibration import recalibrated
+from genexp.models.batchnorm import recalibrated
 
 
 class Net(nn.Module):

@@ -30,7 +30,7 @@ from genexp.methods.vat import VAT
 from genexp.methods.vat_embedding_matrix import VATEmbeddingMatrix
 from genexp.models.base import GenexpModel
 from genexp.models.mlp import MLP
-from genexp.regularizers._common import kl_from_logits
+from genexp.regularizers.divergence import kl_from_logits
 from genexp.train.build import build_method
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "genexp" / "configs" / "method"
@@ -393,9 +393,9 @@ def test_one_batchnorm_freeze_per_step(method, monkeypatch):
     pass but the supervised one, none inside the regularizer functions."""
     import sys
 
-    from genexp.regularizers import _common
+    from genexp.models import batchnorm
 
-    real, entries = _common.frozen_bn_stats, []
+    real, entries = batchnorm.frozen_bn_stats, []
 
     def counting(*modules):
         entries.append(modules)

@@ -25,7 +25,8 @@ from genexp.regularizers import (
     vat_perturbation,
     weight_noise,
 )
-from genexp.regularizers._common import kl_from_logits, per_sample_norm
+from genexp.regularizers.divergence import kl_from_logits
+from genexp.regularizers.norms import per_sample_norm
 
 F64 = torch.float64
 

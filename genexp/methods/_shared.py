@@ -13,7 +13,7 @@ from torch import Tensor
 from genexp.errors import GenexpError
 from genexp.methods.base import Batch
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import repeat_batch
+from genexp.regularizers.tiling import repeat_batch
 
 
 @dataclass

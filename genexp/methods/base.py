@@ -28,7 +28,8 @@ from torch import Tensor
 
 from genexp.errors import GenexpError
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import ce, frozen_bn_stats
+from genexp.models.batchnorm import frozen_bn_stats
+from genexp.regularizers.divergence import ce
 
 
 @dataclass

@@ -14,7 +14,7 @@ from torch import Tensor
 from genexp.methods._shared import View, labelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats
+from genexp.models.batchnorm import frozen_bn_stats
 from genexp.regularizers.adversarial import adversarial_loss, fgm_perturbation
 
 

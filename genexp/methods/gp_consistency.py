@@ -17,7 +17,7 @@ from genexp.errors import GenexpError, check_choice
 from genexp.methods._shared import check_positive_int, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import batchnorms
+from genexp.models.batchnorm import batchnorms
 from genexp.regularizers.gradient_penalty import consistency_gradient_penalty
 
 

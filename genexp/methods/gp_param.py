@@ -16,7 +16,7 @@ import torch
 from genexp.errors import check_choice
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import frozen_bn_stats
+from genexp.models.batchnorm import frozen_bn_stats
 from genexp.regularizers.gradient_penalty import param_gradient_penalty
 from genexp.regularizers.rng_replay import RngReplay
 

@@ -21,8 +21,8 @@ from genexp.errors import GenexpError, check_choice
 from genexp.methods._shared import check_positive_int, view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import repeat_batch
 from genexp.regularizers.noise import DEFAULT_ACTIVATIONS, hidden_noise, noisy_logits, weight_noise_loss
+from genexp.regularizers.tiling import repeat_batch
 
 KINDS = ("gaussian", "bernoulli", "uniform")
 LOCATIONS = ("input", "hidden", "weights")

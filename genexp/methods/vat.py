@@ -18,8 +18,9 @@ from genexp.errors import GenexpError
 from genexp.methods._shared import View, clean_logits, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import couples_batch, detached
+from genexp.models.batchnorm import couples_batch
 from genexp.regularizers.entropy import entropy_loss
+from genexp.regularizers.graph import detached
 from genexp.regularizers.rng_replay import RngReplay
 from genexp.regularizers.vat import KLTarget, check_xi, perturbed, vat_direction
 

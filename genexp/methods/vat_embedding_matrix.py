@@ -25,7 +25,7 @@ from genexp.errors import GenexpError
 from genexp.methods._shared import check_positive_int, unlabelled_inputs
 from genexp.methods.base import Batch, Method
 from genexp.models.base import GenexpModel
-from genexp.regularizers._common import kl_from_logits
+from genexp.regularizers.divergence import kl_from_logits
 from genexp.regularizers.vat import matrix_vat_perturbation
 
 

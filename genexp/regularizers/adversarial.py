@@ -15,18 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import (
-    Forward,
-    autocast_off,
-    ce,
-    compute_dtype,
-    detached,
-    freezing,
-    owning_module,
-    per_sample_norm,
-    unit,
-    widen,
-)
+from genexp.models.batchnorm import freezing, owning_module
+from genexp.regularizers.divergence import ce
+from genexp.regularizers.graph import Forward, detached
+from genexp.regularizers.norms import per_sample_norm, unit
+from genexp.regularizers.precision import autocast_off, compute_dtype, widen
 
 
 def _ce_grad(forward: Forward, x: Tensor, y: Tensor) -> Tensor:

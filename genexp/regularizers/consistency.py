@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import widen
+from genexp.regularizers.precision import widen
 
 
 def softmax_mse(logits: Tensor, target_logits: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from genexp.regularizers._common import widen
+from genexp.regularizers.precision import widen
 
 
 def entropy_loss(logits: Tensor) -> Tensor:

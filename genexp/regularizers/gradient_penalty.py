@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import Forward, batchnorms, freezing, owning_module, surrogate, widen
+from genexp.models.batchnorm import batchnorms, freezing, owning_module
+from genexp.regularizers.graph import Forward, surrogate
+from genexp.regularizers.precision import widen
 
 
 def _input_leaf(x: Tensor) -> Tensor:

@@ -13,17 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genexp.regularizers._common import (
-    Forward,
-    ce,
-    detached,
-    freezing,
-    kl_from_logits,
-    owning_module,
-    repeat_batch,
-    surrogate,
-)
+from genexp.models.batchnorm import freezing, owning_module
 from genexp.regularizers.consistency import softmax_mse
+from genexp.regularizers.divergence import ce, kl_from_logits
+from genexp.regularizers.graph import Forward, detached, surrogate
+from genexp.regularizers.tiling import repeat_batch
 
 NoiseKind = Literal["gaussian", "bernoulli", "uniform"]
 

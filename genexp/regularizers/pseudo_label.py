@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genexp.regularizers._common import widen
+from genexp.regularizers.precision import widen
 
 
 def pseudo_label_loss(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]:

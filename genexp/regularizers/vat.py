@@ -10,30 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genexp.errors import GenexpError
-from genexp.regularizers._common import (
-    Forward,
-    autocast_off,
-    compute_dtype,
-    detached,
-    freezing,
-    full_precision,
-    kl_from_logits,
-    owning_module,
-    per_sample_norm,
-    unit,
-    widen,
-)
+from genexp.models.batchnorm import freezing, owning_module
+from genexp.regularizers.divergence import kl_from_logits
+from genexp.regularizers.graph import Forward, detached
+from genexp.regularizers.norms import gaussian_unit, per_sample_norm, unit, unit_matrix
+from genexp.regularizers.precision import autocast_off, compute_dtype, full_precision, resolution, widen
 from genexp.regularizers.rng_replay import RngReplay
 
 Xi = float | str
-
-
-def resolution(x: Tensor) -> float:
-    """Relative precision of the arithmetic a forward pass on x gets (autocast off)."""
-    if x.dtype == torch.float32 and x.is_cuda and (
-            torch.backends.cudnn.allow_tf32 or torch.get_float32_matmul_precision() != "highest"):
-        return 2.0 ** -10  # TF32 tensor cores keep 10 mantissa bits (cuDNN convolutions use them by default)
-    return torch.finfo(x.dtype).eps
 
 
 def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> float | Tensor:
@@ -100,7 +84,6 @@ def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, targ
             with torch.no_grad(), replay.replay() if replay is not None else contextlib.nullcontext():
                 target = KLTarget(forward(x0), dtype)
         step = finite_difference_step(xi, x0, mask)
-        # A fresh Gaussian has O(1) entries: plain normalisation, no need for unit()'s rescaling.
         d = gaussian_unit(d, mask) if init is None else unit(d, mask)
         for _ in range(power_iters):
             probe = (step * d).requires_grad_(True)
@@ -156,11 +139,6 @@ def vat_perturbation(
     return (eps * d).to(x.dtype)
 
 
-def gaussian_unit(d: Tensor, mask: Tensor | None) -> Tensor:
-    """d / ‖d‖ per sample for d ~ N(0, I) (after masking); an all-masked row stays 0."""
-    if mask is not None:
-        d = d * mask
-    return d / (per_sample_norm(d) + 1e-12)
 
 
 def vat_loss(
@@ -198,9 +176,6 @@ def vat_loss(
         return target.kl(forward(x_adv))
 
 
-def unit_matrix(d: Tensor) -> Tensor:
-    """d / ‖d‖_F over the whole tensor (overflow/underflow-safe, as `unit` per sample)."""
-    return unit(d.reshape(1, -1)).view_as(d)
 
 
 def matrix_vat_perturbation(logits_at: Callable[[Tensor], Tensor], w: Tensor, *, target_logits: Tensor, xi: float,

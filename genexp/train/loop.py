@@ -25,12 +25,12 @@ from torch import Tensor
 from genexp.data.split import Split, drawn_split_seed
 from genexp.errors import GenexpError
 from genexp.methods.base import Method
+from genexp.models.batchnorm import recalibrated
 from genexp.runs.files import atomic_write, atomic_write_json, atomic_write_text
 from genexp.runs.progress import TrainProgress
 from genexp.runs.record import Status, append_jsonl, git_commit, versions
 from genexp.train import distributed
 from genexp.train.batches import train_step
-from genexp.train.bn_recalibration import recalibrated
 from genexp.train.build import build_method, build_optimizer
 from genexp.train.checkpoint import check_belongs, load_checkpoint, rng_state, run_id, save_checkpoint, set_rng_state
 from genexp.train.distributed import Dist
