@@ -8,7 +8,7 @@ whose `_target_` names it.
 Where the math lives — one rule:
 - The math is in `genexp.regularizers`: perturbations, penalties, consistency and pseudo-label
   terms, as functions of a `forward` (input → logits) and tensors. A method composes them: it
-  picks the batch and the view (`methods._shared`), the weights and ramps, and keeps per-run
+  picks the batch and the view (`methods.views`), the weights and ramps, and keeps per-run
   state (a teacher, a buffer). A formula written inside a method file belongs in regularizers/.
 - BatchNorm running statistics are decided here, once per step: `Method.loss` runs the
   supervised pass with live statistics, then every other pass of the step inside ONE
@@ -117,3 +117,17 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def check_positive_int(**values: int) -> None:
+    """Reject a value that is not an integer >= 1 with a line naming the key (`method.<key>`)."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GenexpError(f"method.{key}={value} must be an integer >= 1: set method.{key}=<int >= 1>")
+
+
+def check_probability(**values: float) -> None:
+    """Reject a value outside [0, 1] with a line naming the key (`method.<key>`)."""
+    for key, value in values.items():
+        if value is None or not 0.0 <= value <= 1.0:
+            raise GenexpError(f"method.{key}={value} must be in [0, 1]: set method.{key}=<number in [0, 1]>")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods._shared import View, labelled_view
 from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.views import View, labelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import frozen_bn_stats
 from genexp.regularizers.adversarial import adversarial_loss, fgm_perturbation

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError, check_choice
-from genexp.methods._shared import check_positive_int, unlabelled_view
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method, StepOutput, check_positive_int
+from genexp.methods.views import unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import batchnorms
 from genexp.regularizers.gradient_penalty import consistency_gradient_penalty

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods._shared import labelled_view
 from genexp.methods.base import Batch, Method
+from genexp.methods.views import labelled_view
 from genexp.models.base import GenexpModel
 from genexp.regularizers.gradient_penalty import input_gradient_penalty
 

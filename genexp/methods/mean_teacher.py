@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError
-from genexp.methods._shared import check_positive_int, check_probability, sigmoid_rampup, unlabelled_inputs, view
-from genexp.methods.base import Batch, Method
+from genexp.methods.base import Batch, Method, check_positive_int, check_probability
+from genexp.methods.ramps import sigmoid_rampup
+from genexp.methods.views import unlabelled_inputs, view
 from genexp.models.base import GenexpModel
 from genexp.regularizers.consistency import ema_update, softmax_mse
 from genexp.regularizers.noise import add_noise

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from genexp.errors import GenexpError, check_choice
-from genexp.methods._shared import check_positive_int, view
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method, StepOutput, check_positive_int
+from genexp.methods.views import view
 from genexp.models.base import GenexpModel
 from genexp.regularizers.noise import DEFAULT_ACTIVATIONS, hidden_noise, noisy_logits, weight_noise_loss
 from genexp.regularizers.tiling import repeat_batch

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError, check_choice
-from genexp.methods._shared import check_positive_int, clean_logits, unlabelled_view
-from genexp.methods.base import Batch, Method
+from genexp.methods.base import Batch, Method, check_positive_int
+from genexp.methods.views import clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import batchnorms
 from genexp.regularizers.gradient_penalty import consistency_gradient_penalty

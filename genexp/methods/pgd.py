@@ -11,9 +11,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from genexp.errors import check_choice
-from genexp.methods._shared import View, check_positive_int
-from genexp.methods.base import Batch
+from genexp.methods.base import Batch, check_positive_int
 from genexp.methods.fgm import FGM
+from genexp.methods.views import View
 from genexp.models.base import GenexpModel
 from genexp.regularizers.adversarial import pgd_perturbation
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods._shared import check_positive_int, clean_logits, linear_rampup, unlabelled_view
-from genexp.methods.base import Batch, Method
+from genexp.methods.base import Batch, Method, check_positive_int
+from genexp.methods.ramps import linear_rampup
+from genexp.methods.views import clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.regularizers.pseudo_label import pseudo_label_loss
 

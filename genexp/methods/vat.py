@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError
-from genexp.methods._shared import View, clean_logits, unlabelled_view
 from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.views import View, clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import couples_batch
 from genexp.regularizers.entropy import entropy_loss

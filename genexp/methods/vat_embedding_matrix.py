@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError
-from genexp.methods._shared import check_positive_int, unlabelled_inputs
-from genexp.methods.base import Batch, Method
+from genexp.methods.base import Batch, Method, check_positive_int
+from genexp.methods.views import unlabelled_inputs
 from genexp.models.base import GenexpModel
 from genexp.regularizers.divergence import kl_from_logits
 from genexp.regularizers.vat import matrix_vat_perturbation

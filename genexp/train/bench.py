@@ -61,7 +61,7 @@ class TextbookVAT(Method):
 
 def cost_units(method: Method, l: int, u: int) -> float | None:
     """Forward units per step under the cost model, where the method has one."""
-    from genexp.methods.none import Supervised
+    from genexp.methods.supervised import Supervised
     from genexp.methods.vat import VAT
 
     if type(method) is Supervised:

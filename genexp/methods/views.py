@@ -1,9 +1,7 @@
-"""Pieces several methods share: the perturbable view of a batch, the clean unlabelled forward,
-weight ramps and config checks. No math (that is in genexp.regularizers); not a method itself
-(no config points here)."""
+"""What a method's regularizer sees of a batch: the perturbable view (`h = model.embed(x)` and
+`forward(z) = model.head(z, mask)`), the unlabelled inputs, and the clean unlabelled forward."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -70,30 +68,3 @@ def clean_logits(v: View, *, keep_graph: bool = False) -> Tensor:
     `frozen_bn_stats` (`Method.loss`). Without `keep_graph` no graph is built (a consistency target)."""
     with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
         return v.forward(v.h)
-
-
-def linear_rampup(step: int, rampup_steps: int) -> float:
-    """min(1, step / rampup_steps); 1 when rampup_steps is 0."""
-    if rampup_steps <= 0:
-        return 1.0
-    return min(1.0, step / rampup_steps)
-
-
-def sigmoid_rampup(step: int, rampup_steps: int) -> float:
-    """exp(−5 (1 − t)²), t = min(1, step / rampup_steps) (Laine & Aila 2017; Tarvainen & Valpola 2017)."""
-    if rampup_steps <= 0:
-        return 1.0
-    t = min(1.0, max(0.0, step / rampup_steps))
-    return math.exp(-5.0 * (1.0 - t) ** 2)
-
-
-def check_positive_int(**values: int) -> None:
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GenexpError(f"method.{key}={value} must be an integer >= 1: set method.{key}=<int >= 1>")
-
-
-def check_probability(**values: float) -> None:
-    for key, value in values.items():
-        if value is None or not 0.0 <= value <= 1.0:
-            raise GenexpError(f"method.{key}={value} must be in [0, 1]: set method.{key}=<number in [0, 1]>")
