@@ -281,3 +281,11 @@ def test_standardize_key_applies_after_the_cache(bert, tmp_path):
                           atol=1e-4)
     mean, sd = raw.x_train.mean(0), raw.x_train.std(0) * 4.0  # sqrt(16)
     assert torch.allclose(std.x_test, (raw.x_test - mean) / sd, atol=1e-5)
+
+
+def test_freeze_is_refused_for_a_model_that_has_no_frozen_mode():
+    from genexp.errors import GenexpError
+    from genexp.train.build import build_model
+
+    with pytest.raises(GenexpError, match="model.freeze=true works with model=hf_encoder only"):
+        build_model(train_cfg("model=lstm", "model.freeze=true"), _data_ids())

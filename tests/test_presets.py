@@ -2,11 +2,14 @@
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import train_cfg
 from omegaconf import OmegaConf
 
 import genexp
-from genexp.train.build import build_method
+from genexp.data.dataset import Dataset
+from genexp.train.build import build_method, build_model, build_optimizer, declared
+from genexp.train.setup import validate_config
 
 CONFIGS = Path(genexp.__file__).parent / "configs"
 PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -30,6 +33,38 @@ def test_preset_builds_every_swept_method(preset):
         assert run.experiment_name == preset
         m = build_method(run)
         assert run.method.name == method and f"{type(m).__module__}.{type(m).__name__}" == run.method._target_
+
+
+IMAGE_SHAPES = {"digits": (64,), "mnist": (784,), "cifar10": (3, 32, 32)}
+
+
+def _stand_in(cfg) -> Dataset:
+    """Random data of the form the preset's model receives (what build_model reads of a dataset)."""
+    y = torch.tensor([0, 1, 0, 1])
+    if cfg.model.freeze:
+        x = torch.randn(4, 384)
+        return Dataset(name="stand-in", x_train=x, y_train=y, x_test=x, y_test=y, num_classes=2,
+                       frozen_features={"encoder": "stand-in"})
+    if cfg.dataset.name in IMAGE_SHAPES:
+        x = torch.rand(4, *IMAGE_SHAPES[cfg.dataset.name])
+        return Dataset(name="stand-in", x_train=x, y_train=y, x_test=x, y_test=y, num_classes=10)
+    ids = torch.ones(4, 6, dtype=torch.long)
+    return Dataset(name="stand-in", x_train=ids, y_train=y, x_test=ids, y_test=y, num_classes=2,
+                   mask_train=torch.ones_like(ids), mask_test=torch.ones_like(ids))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_builds_in_struct_mode(preset):
+    """Composed as `genexp train` composes it, each preset is in struct mode and stays so through
+    its checks and the build of its model and optimizer: none of them reads an undeclared key."""
+    cfg = compose_train([f"experiment={preset}"])
+    assert OmegaConf.is_struct(cfg)
+    before = OmegaConf.to_container(cfg)
+    validate_config(declared(cfg))
+    assert OmegaConf.to_container(cfg) == before  # a composed preset declares every key: nothing is added
+    model = build_model(cfg, _stand_in(cfg))
+    build_optimizer(cfg, model)
+    assert OmegaConf.is_struct(cfg)
 
 
 def test_cifar10_labels_uses_oliver_hyperparameters():

@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 
-@dataclass
+@dataclass(slots=True)
 class Dataset:
     """A train/test pair. `y_train == -1` marks rows that are unlabelled by nature (they only
     ever join the unlabelled pool). `x_*` is a float tensor, or a list of strings for text
     datasets until a model-specific encoder turns it into token ids (`mask_*` then marks real
-    tokens)."""
+    tokens). Slots: what a step adds to a dataset is a field declared here, not a new attribute."""
 
     name: str
     x_train: Tensor | list[str]
@@ -31,6 +31,14 @@ class Dataset:
     preprocess: Callable[[Tensor], Tensor] | None = None
     # Applied to training batches only, after preprocess: (x, generator) -> x.
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    # Set by the text encoders (genexp.data.text) when they turn texts into token ids: the model's
+    # data-dependent constructor arguments (vocab_encode: vocab_size, token_counts) and the
+    # vocabulary (id -> token; vocab_encode only).
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    vocab: list[str] | None = None
+    # Set by genexp.data.features.hf_features: what the frozen-encoder features were encoded from
+    # (its cache key: texts, encoder, settings). Not None = the inputs are such features.
+    frozen_features: dict[str, Any] | None = None
 
     @property
     def is_text(self) -> bool:

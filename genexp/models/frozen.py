@@ -12,6 +12,7 @@ from torch import Tensor
 
 from genexp.data.dataset import Dataset
 from genexp.errors import GenexpError
+from genexp.models.hf_encoder import HFEncoder
 from genexp.models.mlp import MLP
 
 # Keys only the frozen mode reads; the fine-tuned HFEncoder must not receive them.
@@ -20,7 +21,13 @@ FROZEN_KEYS = ("freeze", "pooling", "normalize", "standardize", "head_widths", "
 
 
 def is_frozen(model_cfg: DictConfig) -> bool:
-    return bool(model_cfg.get("freeze", False))
+    """`model.freeze`, which only model=hf_encoder may set."""
+    if not model_cfg.freeze:
+        return False
+    if model_cfg._target_ != f"{HFEncoder.__module__}.{HFEncoder.__qualname__}":
+        raise GenexpError(f"model.freeze=true works with model=hf_encoder only (a head on its frozen features), got "
+                          f"model={model_cfg.name}: drop model.freeze=true or use model=hf_encoder")
+    return True
 
 
 def frozen_features(data: Dataset, cfg: DictConfig) -> Dataset:
@@ -30,8 +37,8 @@ def frozen_features(data: Dataset, cfg: DictConfig) -> Dataset:
     m = cfg.model
     data = hf_features(data, name_or_path=m.name_or_path, max_length=m.text_encoder.max_length, pooling=m.pooling,
                        normalize=m.normalize, batch_size=m.encode_batch_size, cache_dir=m.cache_dir,
-                       device=cfg.get("device", "auto"), progress=bool(cfg.get("progress", True)))
-    if bool(m.get("standardize", False)):
+                       device=cfg.device, progress=bool(cfg.progress))
+    if bool(m.standardize):
         data.x_train, data.x_test = standardize(data.x_train, data.x_test)
     return data
 
@@ -57,7 +64,7 @@ def standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
 
 def frozen_head(model_cfg: DictConfig, data: Dataset) -> MLP:
     """A linear (`head_widths=[]`) or MLP head on the pooled features."""
-    if getattr(data, "frozen_features", None) is None:
+    if data.frozen_features is None:
         raise GenexpError(f"model.freeze=true needs a text dataset (it trains a head on encoded texts), got "
                           f"dataset={data.name}: use dataset=tweets, imdb or text")
     m = model_cfg

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.data.dataset import Dataset
 from genexp.data.text import tfidf_encode
@@ -124,6 +124,27 @@ def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chos
             raise GenexpError(f"{source}: {key}={target!r} {why}, so it is not run: {fix} (nothing was changed)")
 
 
+# Keys the group yaml files declare since runs were recorded without them, each with the value the
+# code took when it was absent: a run dir's config.yaml written before reads as if it declared them,
+# so that it resumes as it ran. Every other key the build reads must be in the config.
+ADDED_KEYS = {"model.text_encoder": None, "model.freeze": False, "optim.decay_rate": 0.1, "optim.decay_steps": None}
+
+
+def declared(cfg: DictConfig) -> DictConfig:
+    """`cfg` (changed in place) in struct mode, as Hydra composes it: reading a key that no yaml
+    declares then raises omegaconf's ConfigAttributeError instead of answering None, and `get`
+    defaults have no place in the build. A config read off disk (a resumed run's config.yaml) is
+    not in struct mode until this; it gets the ADDED_KEYS it predates."""
+    for key, value in ADDED_KEYS.items():
+        group, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, group)
+        if isinstance(node, DictConfig) and leaf not in node:
+            with open_dict(node):
+                node[leaf] = value
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
 def without_name(node: DictConfig) -> DictConfig:
     """Group configs carry a display `name`; it is not a constructor argument."""
     d = OmegaConf.to_container(node, resolve=True)
@@ -137,10 +158,10 @@ def build_dataset(cfg: DictConfig) -> Dataset:
     node.pop("max_features", None)
     data: Dataset = _instantiate(node, "dataset")
     if data.is_text and isinstance(data.x_train, list):
-        encoder = cfg.model.get("text_encoder")
+        encoder = cfg.model.text_encoder
         if encoder is None:
             # Vector models read texts as TF-IDF; text models bring their own tokenizer.
-            data = tfidf_encode(data, max_features=cfg.dataset.get("max_features", 5000))
+            data = tfidf_encode(data, max_features=cfg.dataset.max_features)
         elif is_frozen(cfg.model):
             # A frozen encoder's output is fixed: encode once (cached), then train on vectors.
             data = frozen_features(data, cfg)
@@ -161,8 +182,7 @@ def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:
     factory = _instantiate(node, "model", _partial_=True)
     # Data-dependent constructor arguments a text encoder hands over (e.g. the vocabulary size
     # and token counts of a vocabulary built on the training texts, for model=lstm).
-    extra = getattr(data, "model_kwargs", None) or {}
-    return factory(input_shape=data.input_shape, num_classes=data.num_classes, **extra)
+    return factory(input_shape=data.input_shape, num_classes=data.num_classes, **data.model_kwargs)
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -191,7 +211,8 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.opti
         # Adam's step on the digits MLP from 339 to 125 µs (1 thread).
         extra["fused"] = True
     opt = factory(groups, **extra)
-    steps, warmup, schedule = int(cfg.steps), int(o.get("warmup_steps", 0)), o.get("schedule", "cosine")
+    steps, warmup, schedule = int(cfg.steps), int(o.warmup_steps), o.schedule
+    decay_rate, decay_steps = float(o.decay_rate), steps if o.decay_steps is None else int(o.decay_steps)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -202,7 +223,7 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.opti
         if schedule == "linear":
             return max(0.0, 1 - t)
         if schedule == "step":
-            return float(o.get("decay_rate", 0.1)) ** (step // int(o.get("decay_steps", steps)))
+            return decay_rate ** (step // decay_steps)
         return 1.0
 
     if schedule not in ("cosine", "linear", "step", "constant"):

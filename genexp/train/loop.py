@@ -378,7 +378,7 @@ def data_fingerprint(run: RunSetup) -> str:
     h = hashlib.sha256()
     data = run.data
     inputs = ("x_train", "mask_train", "x_test", "mask_test")
-    frozen = getattr(data, "frozen_features", None)
+    frozen = data.frozen_features
     if frozen is not None:
         # Encoded features differ in their last bits between devices: name them by what they were
         # encoded from (texts, encoder, settings), so a rebuilt cache is the same data.

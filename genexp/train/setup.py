@@ -22,7 +22,7 @@ from genexp.data.split import PER_SEED, Split, drawn_split_seed, make_split
 from genexp.errors import GenexpError
 from genexp.train import distributed
 from genexp.train.batches import BatchSource
-from genexp.train.build import build_dataset, build_model
+from genexp.train.build import build_dataset, build_model, declared
 from genexp.train.distributed import Dist
 
 DEVICE_NAMES = "auto, cpu, cuda, cuda:<index> or mps"
@@ -149,8 +149,9 @@ def seed_everything(seed: int) -> None:
 
 def prepare(cfg: DictConfig, d: Dist | None = None) -> torch.device:
     """Check the config, pick the device, limit CPU threads (the dataset's preprocessing, ZCA
-    included, runs under the limit too) and seed every RNG: what comes before anything is built."""
-    validate_config(cfg)
+    included, runs under the limit too) and seed every RNG: what comes before anything is built.
+    From here on `cfg` is in struct mode (`build.declared`): an undeclared key read fails."""
+    validate_config(declared(cfg))
     device = resolve_device(cfg.device, d)
     set_cpu_threads(cfg, device)
     seed_everything(cfg.seed)
@@ -221,7 +222,7 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
     split it recorded), the model placed on `device`, and the batch source. The global RNGs are
     those `prepare` seeded: the model's initial weights depend on nothing else."""
     d = d or Dist()
-    data = build_dataset(cfg)
+    data = build_dataset(declared(cfg))
     if split_file is not None and split_file.exists():
         split = Split.load(split_file)
     else:

@@ -1,0 +1,86 @@
+"""Every key the code reads is declared in its group's yaml, and the build runs in struct mode, so
+that reading a key no yaml declares fails instead of answering a silent default."""
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import train_cfg
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError
+
+import genexp
+from genexp.data.dataset import Dataset
+from genexp.train.build import ADDED_KEYS, build_dataset, build_model, build_optimizer, declared
+
+CONFIGS = Path(genexp.__file__).parent / "configs"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def test_reading_an_undeclared_key_fails():
+    """`declared` (called by setup.prepare and setup.setup_run) keeps the config in struct mode."""
+    cfg = declared(train_cfg("optim.schedule=step"))
+    assert OmegaConf.is_struct(cfg)
+    with pytest.raises(ConfigAttributeError):
+        cfg.optim.decay_rat  # a misspelt key is an error, not None
+    with pytest.raises(ConfigAttributeError):
+        cfg.optim.decay_rat = 0.5  # nor can a step add one
+    # The build reads its keys directly (no get() default): a config without one fails.
+    with open_dict(cfg):
+        del cfg.optim.decay_rate
+    with pytest.raises(ConfigAttributeError, match="decay_rate"):
+        build_optimizer(cfg, torch.nn.Linear(2, 2))
+
+
+def test_a_text_dataset_without_max_features_is_refused(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\n" + "".join(f"good film {i},1\nbad film {i},0\n" for i in range(10)))
+    cfg = train_cfg("dataset=text", f"dataset.path={path}")
+    assert build_dataset(cfg).x_train.shape[1] > 0  # TF-IDF with the declared max_features
+    with open_dict(cfg):
+        del cfg.dataset.max_features
+    with pytest.raises(ConfigAttributeError, match="max_features"):
+        build_dataset(cfg)
+
+
+@pytest.mark.parametrize("key", sorted(ADDED_KEYS))
+def test_every_option_of_a_group_declares_the_keys_added_for_old_runs(key):
+    """ADDED_KEYS fills in only what run dirs recorded before the key existed: every yaml shipped
+    declares the key itself, with the same default (presets may change it)."""
+    group, leaf = key.split(".")
+    for option in _options(group):
+        node = OmegaConf.load(CONFIGS / group / f"{option}.yaml")
+        assert leaf in node, f"configs/{group}/{option}.yaml does not declare {leaf}"
+        if not OmegaConf.is_dict(node[leaf]):  # a text model's own text_encoder is a node
+            assert node[leaf] == ADDED_KEYS[key], f"configs/{group}/{option}.yaml: {leaf}={node[leaf]}"
+
+
+def test_a_config_recorded_before_the_added_keys_gets_their_defaults():
+    cfg = train_cfg()
+    recorded = OmegaConf.to_container(cfg, resolve=True)
+    for key in ADDED_KEYS:
+        group, leaf = key.split(".")
+        del recorded[group][leaf]
+    old = OmegaConf.create(recorded)  # as OmegaConf.load reads a run dir's config.yaml: not in struct mode
+    assert not OmegaConf.is_struct(old)
+    declared(old)
+    assert OmegaConf.is_struct(old)
+    assert {key: OmegaConf.select(old, key) for key in ADDED_KEYS} == ADDED_KEYS
+    assert OmegaConf.to_container(old) == OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_the_text_encoders_fill_declared_dataset_fields():
+    from genexp.data.text import vocab_encode
+
+    y = torch.tensor([0, 1])
+    data = Dataset(name="t", x_train=["a good film", "a bad film"], y_train=y, x_test=["good"], y_test=y[:1],
+                   num_classes=2)
+    assert data.model_kwargs == {} and data.vocab is None and data.frozen_features is None
+    data = vocab_encode(data, min_freq=1)
+    assert data.model_kwargs["vocab_size"] == len(data.vocab) == 6
+    with pytest.raises(AttributeError):
+        data.tokenizer = None  # slots: what a step adds to a dataset is a declared field
+    model = build_model(train_cfg("model=lstm", "model.embed_dim=4", "model.hidden_size=4"), data)
+    assert model.embedding_layer().num_embeddings == 6
