@@ -10,18 +10,22 @@ Where the math lives — one rule:
   terms, as functions of a `forward` (input → logits) and tensors. A method composes them: it
   picks the batch and the view (`methods.views`), the weights and ramps, and keeps per-run
   state (a teacher, a buffer). A formula written inside a method file belongs in regularizers/.
-- BatchNorm running statistics are decided here, once per step: `Method.loss` runs the
-  supervised pass with live statistics, then every other pass of the step inside ONE
-  `frozen_bn_stats(model, *self.frozen_modules(model))`. A method that overrides `loss` (its passes
-  do not split that way) keeps the same rule: at most one `frozen_bn_stats` per step, around
-  every pass that must not move the statistics. Regularizer functions never freeze a module
-  their caller has frozen: a method calls them without `model`; called on their own with
-  `model` (or a module as `forward`), they freeze it themselves.
+- BatchNorm running statistics are decided here, once per step, and nowhere else: `Method.loss`
+  runs the supervised pass (`labelled_pass`) with live statistics, then the method's
+  `regularizer` — every other pass of the step — inside ONE
+  `frozen_bn_stats(model, *self.frozen_modules(model))`. A method whose regularizer reuses the
+  supervised pass (FGM perturbs its embedding, gp_param differentiates its loss) overrides
+  `labelled_pass` and reads it in `regularizer`; it does not freeze anything itself. Two methods
+  override `loss` and say why: `noise` (no clean pass: its noisy passes are the training passes)
+  and `vat`'s fused pass (no BatchNorm couples its rows, so there is nothing to freeze).
+  Regularizer functions never freeze a module their caller has frozen: a method calls them
+  without `model`; called on their own with `model` (or a module as `forward`), they freeze it
+  themselves.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -52,6 +56,18 @@ class StepOutput:
     logs: dict[str, Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class LabelledPass:
+    """The supervised pass of a step (BatchNorm statistics move in it): its cross-entropy and logits,
+    and what a regularizer reuses from it: the perturbable `view` it went through (FGM) or the
+    random state captured just before it (`replay`, for a second pass with the same dropout masks)."""
+
+    loss: Tensor
+    logits: Tensor
+    view: Any = None
+    replay: Any = None
+
+
 class Method:
     """Supervised cross-entropy; subclasses add their regularizer to it (`regularizer`)."""
 
@@ -77,23 +93,29 @@ class Method:
     def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
         return ce(logits, y, self.label_smoothing)
 
+    def labelled_pass(self, model: GenexpModel, batch: Batch) -> LabelledPass:
+        """The step's supervised pass (`supervised`); BatchNorm statistics move in it."""
+        return LabelledPass(*self.supervised(model, batch))
+
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         """CE on the labelled batch (BatchNorm statistics move), then `regularizer`'s terms, all
         of its passes inside one `frozen_bn_stats`."""
-        sup, logits = self.supervised(model, batch)
-        out = StepOutput(loss=sup, logits_l=logits, logs={"sup": sup.detach()})
+        labelled = self.labelled_pass(model, batch)
+        out = StepOutput(loss=labelled.loss, logits_l=labelled.logits, logs={"sup": labelled.loss.detach()})
         if type(self).regularizer is Method.regularizer:
             return out
         with frozen_bn_stats(model, *self.frozen_modules(model)):
-            terms, logs = self.regularizer(model, batch)
+            terms, logs = self.regularizer(model, batch, labelled)
         for term in terms:
             out.loss = out.loss + term
         out.logs.update(logs)
         return out
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         """The weighted terms added to the supervised CE, and what to log. Runs after the
-        supervised pass, inside the step's `frozen_bn_stats`: call regularizers without `model`."""
+        supervised pass (`labelled`), inside the step's `frozen_bn_stats`: call regularizers
+        without `model`."""
         return [], {}
 
     def frozen_modules(self, model: GenexpModel) -> tuple[GenexpModel, ...]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, LabelledPass, Method
 from genexp.methods.views import View, labelled_view
 from genexp.models.base import GenexpModel
-from genexp.models.batchnorm import frozen_bn_stats
 from genexp.regularizers.adversarial import adversarial_loss, fgm_perturbation
 
 
@@ -27,15 +26,16 @@ class FGM(Method):
     def perturbation(self, model: GenexpModel, v: View, batch: Batch) -> Tensor:
         return fgm_perturbation(v.forward, v.h, batch.y_l, eps=self.eps, mask=v.pmask)
 
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        # The supervised pass goes through the same embedding as the perturbation (an embedding
-        # with dropout must not be drawn twice), so this method runs `Method.loss`'s rule itself:
-        # the clean pass moves BatchNorm statistics, everything after it runs in one freeze.
+    def labelled_pass(self, model: GenexpModel, batch: Batch) -> LabelledPass:
+        # Through the same embedding as the perturbation: an embedding with dropout must not be
+        # drawn twice, so the regularizer perturbs this pass's view.
         v = labelled_view(model, batch)
         logits_l = v.forward(v.h)
-        sup = self.cross_entropy(logits_l, batch.y_l)
-        with frozen_bn_stats(model):
-            r = self.perturbation(model, v, batch)
-            adv = adversarial_loss(v.forward, v.h, batch.y_l, r, label_smoothing=self.label_smoothing)
-        return StepOutput(loss=sup + self.weight * adv, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "adv": adv.detach()})
+        return LabelledPass(self.cross_entropy(logits_l, batch.y_l), logits_l, view=v)
+
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
+        v = labelled.view
+        r = self.perturbation(model, v, batch)
+        adv = adversarial_loss(v.forward, v.h, batch.y_l, r, label_smoothing=self.label_smoothing)
+        return [self.weight * adv], {"adv": adv.detach()}

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError, check_choice
-from genexp.methods.base import Batch, Method, StepOutput, check_positive_int
+from genexp.methods.base import Batch, LabelledPass, Method, StepOutput, check_positive_int
 from genexp.methods.views import unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import batchnorms
@@ -49,7 +49,8 @@ class GPConsistency(Method):
             self._check_exact(model, batch)  # before the supervised pass moves any statistics
         return super().loss(model, batch)
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         v = unlabelled_view(model, batch, self.include_labeled)
         reg = consistency_gradient_penalty(v.forward, v.h, weighting=self.weighting, estimator=self.estimator,
                                            samples=self.samples, generator=batch.generator, model=model)

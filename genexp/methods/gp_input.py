@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods.base import Batch, Method
+from genexp.methods.base import Batch, LabelledPass, Method
 from genexp.methods.views import labelled_view
 from genexp.models.base import GenexpModel
 from genexp.regularizers.gradient_penalty import input_gradient_penalty
@@ -20,7 +20,8 @@ class GPInput(Method):
     def __init__(self, weight: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__(weight=weight, label_smoothing=label_smoothing)
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         v = labelled_view(model, batch)
         reg = input_gradient_penalty(v.forward, v.h, batch.y_l)
         return [self.weight * reg], {"grad_penalty": reg.detach()}

@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 
 from genexp.errors import check_choice
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, LabelledPass, Method
 from genexp.models.base import GenexpModel
-from genexp.models.batchnorm import frozen_bn_stats
 from genexp.regularizers.gradient_penalty import param_gradient_penalty
 from genexp.regularizers.rng_replay import RngReplay
 
@@ -29,21 +28,21 @@ class GPParam(Method):
         self.gradient = check_choice("gradient", gradient, ("double_backward", "finite_difference"))
         self.fd_step = fd_step
 
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
+    def labelled_pass(self, model: GenexpModel, batch: Batch) -> LabelledPass:
+        # The finite difference's second pass replays this pass's dropout masks: capture them first.
+        replay = RngReplay(batch.x_l.device) if self.gradient == "finite_difference" else None
+        return LabelledPass(*self.supervised(model, batch), replay=replay)
+
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         params = [p for p in model.parameters() if p.requires_grad]
         closure = None
-        if self.gradient == "finite_difference":
-            replay = RngReplay(batch.x_l.device)
+        if labelled.replay is not None:
 
             def closure() -> torch.Tensor:
-                # Same batch, same dropout masks as the pass below.
-                with replay.replay():
+                # Same batch, same dropout masks as the supervised pass.
+                with labelled.replay.replay():
                     return self.supervised(model, batch)[0]
 
-        sup, logits_l = self.supervised(model, batch)
-        # The penalty needs `sup` itself, so this method runs `Method.loss`'s rule itself: the
-        # supervised pass moves BatchNorm statistics, the closure's second pass is frozen.
-        with frozen_bn_stats(model):
-            reg = param_gradient_penalty(sup, params, method=self.gradient, closure=closure, h=self.fd_step)
-        return StepOutput(loss=sup + self.weight * reg, logits_l=logits_l,
-                          logs={"sup": sup.detach(), "grad_penalty": reg.detach()})
+        reg = param_gradient_penalty(labelled.loss, params, method=self.gradient, closure=closure, h=self.fd_step)
+        return [self.weight * reg], {"grad_penalty": reg.detach()}

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError
-from genexp.methods.base import Batch, Method, check_positive_int, check_probability
+from genexp.methods.base import Batch, LabelledPass, Method, check_positive_int, check_probability
 from genexp.methods.ramps import sigmoid_rampup
 from genexp.methods.views import unlabelled_inputs, view
 from genexp.models.base import GenexpModel
@@ -58,7 +58,8 @@ class MeanTeacher(Method):
         # The teacher runs in the student's train/eval mode: set before the step freezes it.
         return (self._teacher().train(model.training),)
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         teacher = self._teacher()
         x_u, mask_u = unlabelled_inputs(batch, self.include_labeled)
         s = view(model, x_u, mask_u)

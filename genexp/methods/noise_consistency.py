@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError, check_choice
-from genexp.methods.base import Batch, Method, check_positive_int
+from genexp.methods.base import Batch, LabelledPass, Method, check_positive_int
 from genexp.methods.views import clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import batchnorms
@@ -42,7 +42,8 @@ class NoiseConsistency(Method):
             raise GenexpError("method.track_gp=true computes exact per-sample Jacobians and cannot run a model with "
                               "BatchNorm: use a model without BatchNorm or set method.track_gp=false")
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         v = unlabelled_view(model, batch, self.include_labeled)
         reg = noise_consistency_loss(v.forward, v.h, sigma=self.sigma, samples=self.samples,
                                      consistency=self.consistency, target_logits=clean_logits(v),

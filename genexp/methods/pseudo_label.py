@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genexp.methods.base import Batch, Method, check_positive_int
+from genexp.methods.base import Batch, LabelledPass, Method, check_positive_int
 from genexp.methods.ramps import linear_rampup
 from genexp.methods.views import clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
@@ -28,7 +28,8 @@ class PseudoLabel(Method):
             check_positive_int(rampup_steps=rampup_steps)
         self.threshold, self.rampup_steps = threshold, rampup_steps
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         reg, mask = pseudo_label_loss(clean_logits(unlabelled_view(model, batch), keep_graph=True), self.threshold)
         w = self.weight * linear_rampup(batch.step, self.rampup_steps)
         return [w * reg], {"pseudo_label": reg.detach(), "pl_mask": mask.mean()}

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, LabelledPass, Method, StepOutput
 from genexp.methods.views import View, clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import couples_batch
@@ -77,7 +77,8 @@ class VAT(Method):
             total = total + term
         return StepOutput(loss=total, logits_l=logits_l, logs={"sup": sup.detach(), **logs})
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         v, logits_u, target, d = self._direction(model, batch)
         return self._terms(logits_u, target.kl(v.forward(perturbed(v.h, d, self.eps))))
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from genexp.errors import GenexpError
-from genexp.methods.base import Batch, Method, check_positive_int
+from genexp.methods.base import Batch, LabelledPass, Method, check_positive_int
 from genexp.methods.views import unlabelled_inputs
 from genexp.models.base import GenexpModel
 from genexp.regularizers.divergence import kl_from_logits
@@ -73,7 +73,8 @@ class VATEmbeddingMatrix(Method):
         return matrix_vat_perturbation(logits_at, model.embedding_layer().weight, target_logits=target_logits,
                                        xi=self.xi, eps=self.eps, power_iters=self.power_iters, generator=generator)
 
-    def regularizer(self, model: GenexpModel, batch: Batch) -> tuple[list[Tensor], dict[str, Tensor]]:
+    def regularizer(self, model: GenexpModel, batch: Batch,
+                    labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         x, mask = unlabelled_inputs(batch, self.include_labeled)
         name = self.matrix_name(model)
         with torch.no_grad():
