@@ -1,5 +1,13 @@
 """`vat`: cross-entropy + α·KL(p(x) ‖ p(x + r_adv)) on unlabelled data (MATH.md §4).
 
+One step, top to bottom in this file and then in genexp/regularizers/vat.py (steps 1-4 there):
+`loss` runs the supervised pass and `regularizer` (the frozen-BatchNorm rule of `Method.loss`),
+or, when no BatchNorm couples the rows (`fusable`), both in one forward pass. `_direction` takes
+the unlabelled view h = model.embed(x_u), captures the random state (`RngReplay`, so the probe
+passes see the clean pass's dropout masks), makes the clean pass, and runs the power iteration
+(`KLTarget`, `vat_direction`); the adversarial pass is `perturbed(h, d, eps)` and its term
+`target.kl`. `vat_loss` in regularizers/vat.py is the same step for a plain forward.
+
 With `entmin_weight` > 0 this is VAT+EntMin (Miyato et al. 2018, §4): the clean unlabelled
 forward then keeps its graph and also carries the entropy term.
 
@@ -51,16 +59,6 @@ class VAT(Method):
     def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
         self.num_train = num_train
 
-    def _stored(self, idx: Tensor, like: Tensor, generator: torch.Generator | None) -> Tensor:
-        if self.directions is None:
-            self.directions = torch.zeros((self.num_train, *like.shape[1:]), dtype=self.buffer_dtype,
-                                          device=like.device)
-            self.seen = torch.zeros(self.num_train, dtype=torch.bool, device=like.device)
-        init = self.directions[idx].to(like.dtype)
-        # Examples never seen start from a fresh Gaussian direction, as in standard VAT.
-        fresh = torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
-        return torch.where(self.seen[idx].view(-1, *([1] * (like.dim() - 1))), init, fresh)
-
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
         if not fusable(model, batch):
             return super().loss(model, batch)
@@ -80,16 +78,16 @@ class VAT(Method):
     def regularizer(self, model: GenexpModel, batch: Batch,
                     labelled: LabelledPass) -> tuple[list[Tensor], dict[str, Tensor]]:
         v, logits_u, target, d = self._direction(model, batch)
-        return self._terms(logits_u, target.kl(v.forward(perturbed(v.h, d, self.eps))))
+        return self._terms(logits_u, target.kl(v.forward(perturbed(v.h, d, self.eps))))  # steps 3-4
 
     def _direction(self, model: GenexpModel, batch: Batch) -> tuple[View, Tensor, KLTarget, Tensor]:
         """The unlabelled view, its clean logits, the KL target p(x) and r_adv's unit direction.
         One clean forward serves the VAT target and the entropy term; it keeps a graph only when
         the entropy term needs one."""
         v = unlabelled_view(model, batch, self.include_labeled)
-        replay = RngReplay(v.h.device) if self.shared_noise else None
+        replay = RngReplay(v.h.device) if self.shared_noise else None  # before the clean pass it replays
         logits_u = clean_logits(v, keep_graph=self.entmin_weight > 0)
-        target = KLTarget(logits_u)
+        target = KLTarget(logits_u)  # step 1; step 2 below, from N(0, I) or from the stored direction
         kwargs = dict(xi=self.xi, target=target, generator=batch.generator, mask=v.pmask, replay=replay)
         if self.warm_start and batch.idx_u is not None:
             idx = torch.cat([batch.idx_l, batch.idx_u]) if self.include_labeled else batch.idx_u
@@ -101,6 +99,16 @@ class VAT(Method):
         else:
             d = vat_direction(v.forward, v.h, power_iters=self.power_iters, **kwargs)
         return v, logits_u, target, d
+
+    def _stored(self, idx: Tensor, like: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.directions is None:
+            self.directions = torch.zeros((self.num_train, *like.shape[1:]), dtype=self.buffer_dtype,
+                                          device=like.device)
+            self.seen = torch.zeros(self.num_train, dtype=torch.bool, device=like.device)
+        init = self.directions[idx].to(like.dtype)
+        # Examples never seen start from a fresh Gaussian direction, as in standard VAT.
+        fresh = torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
+        return torch.where(self.seen[idx].view(-1, *([1] * (like.dim() - 1))), init, fresh)
 
     def _terms(self, logits_u: Tensor, reg: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
         terms, logs = [reg if self.weight == 1 else self.weight * reg], {"vat": reg.detach()}

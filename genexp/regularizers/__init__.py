@@ -19,7 +19,7 @@ from genexp.regularizers.noise import (
     weight_noise_loss,
 )
 from genexp.regularizers.pseudo_label import pseudo_label_loss
-from genexp.regularizers.vat import KLTarget, matrix_vat_perturbation, vat_direction, vat_loss, vat_perturbation
+from genexp.regularizers.vat import KLTarget, matrix_vat_perturbation, perturbed, vat_direction, vat_loss, vat_perturbation
 
 __all__ = [
     "KLTarget",
@@ -36,6 +36,7 @@ __all__ = [
     "noisy_ce",
     "noisy_logits",
     "param_gradient_penalty",
+    "perturbed",
     "pgd_perturbation",
     "pseudo_label_loss",
     "smooth_labels",

@@ -1,4 +1,16 @@
-"""Virtual adversarial training (Miyato et al. 2018), per sample, as in MATH.md §4."""
+"""Virtual adversarial training (Miyato et al. 2018), per sample, as in MATH.md §4.
+
+One VAT step, as `genexp.methods.vat.VAT` runs it, in the order of this file:
+
+  1. target = KLTarget(f(x))                 the clean prediction p(x), once per step
+  2. d = vat_direction(f, x, target=target)  power iteration: d ← ∇_d KL(p(x) ‖ p(x + ξd)), unit per sample
+  3. x_adv = perturbed(x, d, eps)            r_adv = eps·d
+  4. target.kl(f(x_adv))                     the VAT term: batch mean of KL(p(x) ‖ p(x + r_adv))
+
+`vat_perturbation` (r_adv) and `vat_loss` (the VAT term) are these same steps for a caller
+without a method: they also make the clean pass and freeze BatchNorm. `matrix_vat_perturbation`
+is bert4keras's batch-level variant on an embedding matrix.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +30,61 @@ from genexp.regularizers.precision import autocast_off, compute_dtype, full_prec
 from genexp.regularizers.rng_replay import RngReplay
 
 Xi = float | str
+
+
+class KLTarget:
+    """Step 1: the clean prediction p(x) that VAT's KL is measured against, as log-probabilities
+    and probabilities computed once per step (the power iteration and step 4's `kl` use them)."""
+
+    def __init__(self, logits: Tensor, dtype: torch.dtype | None = None) -> None:
+        logits = detached(logits)
+        self.logp = F.log_softmax(logits.to(dtype or compute_dtype(logits)), dim=-1)
+        self.p = self.logp.exp()
+
+    def kl(self, logits: Tensor) -> Tensor:
+        """Step 4: batch mean of KL(p ‖ softmax(logits)); the same arithmetic as `kl_from_logits`."""
+        logq = F.log_softmax(widen(logits), dim=-1)
+        return (self.p * (self.logp - logq)).sum() / (logq.numel() // logq.shape[-1])
+
+
+def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, target: KLTarget,
+                  generator: torch.Generator | None = None, mask: Tensor | None = None, init: Tensor | None = None,
+                  replay: RngReplay | None = None) -> Tensor:
+    """Step 2: r_adv's direction, a unit vector per sample (float32 or wider), by `power_iters`
+    steps of d ← ∇_d KL(p(x) ‖ p(x + ξd)) from d ~ N(0, I) (or from `init`, a warm start).
+
+    `target` holds p(x) from the clean pass, `replay` the random state captured before that pass
+    (each probe pass then draws the same dropout masks and noise). `mask` (1 = may be perturbed)
+    keeps padding out of d. Each probe differentiates w.r.t. the perturbation only: no parameter
+    gradient is built or touched. Runs with autocast and TF32 off (`full_precision`). The caller
+    freezes BatchNorm statistics (a method's step does; `vat_perturbation` does on its own)."""
+    dtype = compute_dtype(x)
+    x0 = detached(x).to(dtype)
+    if init is None:
+        d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
+    else:
+        d = detached(init).to(dtype)
+    if power_iters <= 0:
+        return unit(d, mask)
+    reduced = torch.is_autocast_enabled(x.device.type)
+    with full_precision(x):
+        if reduced:
+            # The caller's p(x) came from an autocast (bf16) pass: against it, f(x + ξd) − f(x)
+            # would be bf16 rounding (~1e-2), not ξ·Hd. Both sides of the difference need float32.
+            with torch.no_grad(), replaying(replay):
+                target = KLTarget(forward(x0), dtype)
+        step = finite_difference_step(xi, x0, mask)
+        d = gaussian_unit(d, mask) if init is None else unit(d, mask)
+        for _ in range(power_iters):
+            probe = (step * d).requires_grad_(True)
+            with replaying(replay):
+                logits = forward(x0 + probe).to(dtype)
+            # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
+            # logits, fed straight into the backward (fewer ops than differentiating the KL).
+            # Summed, not averaged: each sample's gradient is independent of the batch size.
+            (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - target.p)
+            d = unit(grad, mask, previous=d)
+    return d
 
 
 def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> float | Tensor:
@@ -46,137 +113,73 @@ def check_xi(xi: Xi) -> Xi:
     return xi
 
 
-class KLTarget:
-    """The clean prediction p(x) that VAT's KL is measured against, as log-probabilities and
-    probabilities computed once per step (the power iteration and the loss both use them)."""
-
-    def __init__(self, logits: Tensor, dtype: torch.dtype | None = None) -> None:
-        logits = detached(logits)
-        self.logp = F.log_softmax(logits.to(dtype or compute_dtype(logits)), dim=-1)
-        self.p = self.logp.exp()
-
-    def kl(self, logits: Tensor) -> Tensor:
-        """Batch mean of KL(p ‖ softmax(logits)); the same arithmetic as `kl_from_logits`."""
-        logq = F.log_softmax(widen(logits), dim=-1)
-        return (self.p * (self.logp - logq)).sum() / (logq.numel() // logq.shape[-1])
-
-
-def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, target: KLTarget,
-                  generator: torch.Generator | None = None, mask: Tensor | None = None, init: Tensor | None = None,
-                  replay: RngReplay | None = None) -> Tensor:
-    """The unit direction (per sample, float32 or wider) of `vat_perturbation`, before scaling by eps.
-
-    The caller freezes BatchNorm statistics (a method's step does; `vat_perturbation` does when
-    called on its own). `target` holds p(x) from the clean pass (`replay` captured before it)."""
-    dtype = compute_dtype(x)
-    x0 = detached(x).to(dtype)
-    if init is None:
-        d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
-    else:
-        d = detached(init).to(dtype)
-    if power_iters <= 0:
-        return unit(d, mask)
-    reduced = torch.is_autocast_enabled(x.device.type)
-    with full_precision(x):
-        if reduced:
-            # The caller's p(x) came from an autocast (bf16) pass: against it, f(x + ξd) − f(x)
-            # would be bf16 rounding (~1e-2), not ξ·Hd. Both sides of the difference need float32.
-            with torch.no_grad(), replay.replay() if replay is not None else contextlib.nullcontext():
-                target = KLTarget(forward(x0), dtype)
-        step = finite_difference_step(xi, x0, mask)
-        d = gaussian_unit(d, mask) if init is None else unit(d, mask)
-        for _ in range(power_iters):
-            probe = (step * d).requires_grad_(True)
-            with replay.replay() if replay is not None else contextlib.nullcontext():
-                logits = forward(x0 + probe).to(dtype)
-            # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
-            # logits, fed straight into the backward (fewer ops than differentiating the KL).
-            # Summed, not averaged: each sample's gradient is independent of the batch size.
-            (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - target.p)
-            d = unit(grad, mask, previous=d)
-    return d
+def replaying(replay: RngReplay | None) -> contextlib.AbstractContextManager:
+    """`replay.replay()`, or nothing when there is no random state to replay."""
+    return contextlib.nullcontext() if replay is None else replay.replay()
 
 
 def perturbed(x: Tensor, direction: Tensor, eps: float) -> Tensor:
-    """x + eps·direction in x's dtype, one op; the direction carries no gradient."""
+    """Step 3: x + eps·direction in x's dtype, one op; the direction carries no gradient."""
     return torch.add(x, direction.to(x.dtype), alpha=eps)
 
 
-def vat_perturbation(
-    forward: Forward,
-    x: Tensor,
-    *,
-    xi: Xi,
-    eps: float,
-    power_iters: int = 1,
-    generator: torch.Generator | None = None,
-    target_logits: Tensor | None = None,
-    mask: Tensor | None = None,
-    init: Tensor | None = None,
-    model: nn.Module | None = None,
-    replay: RngReplay | None = None,
-) -> Tensor:
-    """r_adv with ‖r_adv‖₂ = eps for every sample, the dominant direction of KL(p(x)‖p(x+r)).
+# ---- the same steps for a caller without a method ------------------------------------------
 
-    `power_iters=0` returns a random Gaussian direction scaled to eps. `mask` (broadcastable
-    to x, 1 = real token) keeps padding unperturbed and out of the norm. `init` starts the
-    power iteration from a given direction instead of N(0, I) (warm start). `xi="auto"` picks
-    the finite-difference step from the precision and scale of x (`finite_difference_step`). Each power step
-    differentiates w.r.t. the perturbation only, so no parameter gradient is built or touched.
-    BatchNorm: the caller freezes the statistics (a method's step does); called on its own with
-    `model` (or a module as `forward`) it freezes that module itself. Runs in float32 (or wider)
-    with autocast and TF32 disabled (`full_precision`). `replay` (captured before the pass that
-    made `target_logits`) gives each probe pass that pass's dropout masks and noise (`RngReplay`).
+def clean_target(forward: Forward, x: Tensor, target_logits: Tensor | None,
+                 replay: RngReplay | None) -> tuple[KLTarget, RngReplay | None]:
+    """Step 1 for `vat_perturbation` and `vat_loss`: p(x) from `target_logits` (a clean pass the
+    caller made, `replay` captured before it), or from a clean pass made here, in float32 without
+    autocast or TF32, with the random state captured before it (as `method.shared_noise=true`)."""
+    if target_logits is None:
+        replay = RngReplay(x.device)
+        with torch.no_grad(), full_precision(x):
+            target_logits = forward(detached(x).to(compute_dtype(x)))
+    return KLTarget(target_logits, compute_dtype(x)), replay
+
+
+def vat_perturbation(forward: Forward, x: Tensor, *, xi: Xi, eps: float, power_iters: int = 1,
+                     generator: torch.Generator | None = None, target_logits: Tensor | None = None,
+                     mask: Tensor | None = None, init: Tensor | None = None, model: nn.Module | None = None,
+                     replay: RngReplay | None = None) -> Tensor:
+    """r_adv = eps·`vat_direction` (steps 1-2), ‖r_adv‖₂ = eps for every sample, in x's dtype.
+
+    `power_iters=0` returns a random Gaussian direction scaled to eps. `init` starts the power
+    iteration from a given direction instead of N(0, I) (warm start). `xi="auto"` picks the
+    finite-difference step from the precision and scale of x (`finite_difference_step`).
+    BatchNorm: called with `model` (or a module as `forward`) it freezes that module's statistics.
     """
-    dtype = compute_dtype(x)
     with freezing(owning_module(forward, model)):
-        if target_logits is None and power_iters > 0:
-            with torch.no_grad(), full_precision(x):
-                target_logits = forward(detached(x).to(dtype))
-        target = KLTarget(target_logits, dtype) if power_iters > 0 else None
+        target = None
+        if power_iters > 0:
+            target, replay = clean_target(forward, x, target_logits, replay)
         d = vat_direction(forward, x, xi=xi, power_iters=power_iters, target=target, generator=generator,
                           mask=mask, init=init, replay=replay)
     return (eps * d).to(x.dtype)
 
 
-
-
-def vat_loss(
-    forward: Forward,
-    x: Tensor,
-    *,
-    xi: Xi,
-    eps: float,
-    power_iters: int = 1,
-    target_logits: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    mask: Tensor | None = None,
-    model: nn.Module | None = None,
-    r_adv: Tensor | None = None,
-    replay: RngReplay | None = None,
-) -> Tensor:
-    """Batch mean of KL(p(x) ‖ p(x + r_adv)); gradients reach θ (and x) only through p(x + r_adv).
+def vat_loss(forward: Forward, x: Tensor, *, xi: Xi, eps: float, power_iters: int = 1,
+             target_logits: Tensor | None = None, generator: torch.Generator | None = None,
+             mask: Tensor | None = None, model: nn.Module | None = None, r_adv: Tensor | None = None,
+             replay: RngReplay | None = None) -> Tensor:
+    """The VAT term (steps 1-4): batch mean of KL(p(x) ‖ p(x + r_adv)); gradients reach θ (and x)
+    only through p(x + r_adv).
 
     Pass `target_logits` from a clean forward you already made to avoid a second one (with
     `replay` captured before it, when its random draws are to be replayed), and `r_adv` when the
     perturbation is already computed. BatchNorm: as `vat_perturbation`.
     """
     with freezing(owning_module(forward, model)):
-        if target_logits is None:
-            replay = RngReplay(x.device)
-            with torch.no_grad():
-                target_logits = forward(x.detach())
-        target = KLTarget(target_logits)
+        target, replay = clean_target(forward, x, target_logits, replay)
         if r_adv is None:
             d = vat_direction(forward, x, xi=xi, power_iters=power_iters, target=target, generator=generator,
                               mask=mask, replay=replay)
             x_adv = perturbed(x, d, eps)
         else:
-            x_adv = x + detached(r_adv)
+            x_adv = perturbed(x, detached(r_adv), 1.0)
         return target.kl(forward(x_adv))
 
 
-
+# ---- bert4keras's variant: one perturbation of the embedding matrix ---------------------------
 
 def matrix_vat_perturbation(logits_at: Callable[[Tensor], Tensor], w: Tensor, *, target_logits: Tensor, xi: float,
                             eps: float, power_iters: int, generator: torch.Generator | None = None) -> Tensor:
