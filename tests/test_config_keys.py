@@ -29,8 +29,8 @@ def test_reading_an_undeclared_key_fails():
         cfg.optim.decay_rat = 0.5  # nor can a step add one
     # The build reads its keys directly (no get() default): a config without one fails.
     with open_dict(cfg):
-        del cfg.optim.decay_rate
-    with pytest.raises(ConfigAttributeError, match="decay_rate"):
+        del cfg.optim.warmup_steps
+    with pytest.raises(ConfigAttributeError, match="warmup_steps"):
         build_optimizer(cfg, torch.nn.Linear(2, 2))
 
 
@@ -57,18 +57,25 @@ def test_every_option_of_a_group_declares_the_keys_added_for_old_runs(key):
             assert node[leaf] == ADDED_KEYS[key], f"configs/{group}/{option}.yaml: {leaf}={node[leaf]}"
 
 
-def test_a_config_recorded_before_the_added_keys_gets_their_defaults():
-    cfg = train_cfg()
+def test_a_run_recorded_before_the_added_keys_builds_with_their_old_defaults():
+    from genexp.train.checkpoint import run_id
+
+    cfg = train_cfg("optim.schedule=step")
     recorded = OmegaConf.to_container(cfg, resolve=True)
     for key in ADDED_KEYS:
         group, leaf = key.split(".")
         del recorded[group][leaf]
     old = OmegaConf.create(recorded)  # as OmegaConf.load reads a run dir's config.yaml: not in struct mode
-    assert not OmegaConf.is_struct(old)
-    declared(old)
-    assert OmegaConf.is_struct(old)
-    assert {key: OmegaConf.select(old, key) for key in ADDED_KEYS} == ADDED_KEYS
-    assert OmegaConf.to_container(old) == OmegaConf.to_container(cfg, resolve=True)
+    name = run_id(old)
+    built = declared(old)
+    assert OmegaConf.is_struct(old) and OmegaConf.is_struct(built)
+    assert {key: OmegaConf.select(built, key) for key in ADDED_KEYS} == ADDED_KEYS
+    assert OmegaConf.to_container(built) == OmegaConf.to_container(cfg, resolve=True)
+    # The run's own config is left as recorded: its checkpoints still name it.
+    assert "freeze" not in old.model and run_id(old) == name
+    _, schedule = build_optimizer(old, torch.nn.Linear(2, 2))
+    factor = schedule.lr_lambdas[0]  # schedule=step, no decay_steps: x decay_rate (0.1) every `steps` steps
+    assert (factor(0), factor(old.steps - 1), factor(old.steps)) == (1.0, 1.0, 0.1)
 
 
 def test_the_text_encoders_fill_declared_dataset_fields():

@@ -1,6 +1,7 @@
 """Building a run's objects from its config with `hydra.utils.instantiate`."""
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import sys
@@ -125,23 +126,26 @@ def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chos
 
 
 # Keys the group yaml files declare since runs were recorded without them, each with the value the
-# code took when it was absent: a run dir's config.yaml written before reads as if it declared them,
-# so that it resumes as it ran. Every other key the build reads must be in the config.
+# code took when it was absent: a run dir's config.yaml written before is built as if it declared
+# them, so that it resumes as it ran. Every other key the build reads must be in the config.
 ADDED_KEYS = {"model.text_encoder": None, "model.freeze": False, "optim.decay_rate": 0.1, "optim.decay_steps": None}
 
 
 def declared(cfg: DictConfig) -> DictConfig:
-    """`cfg` (changed in place) in struct mode, as Hydra composes it: reading a key that no yaml
-    declares then raises omegaconf's ConfigAttributeError instead of answering None, and `get`
-    defaults have no place in the build. A config read off disk (a resumed run's config.yaml) is
-    not in struct mode until this; it gets the ADDED_KEYS it predates."""
-    for key, value in ADDED_KEYS.items():
-        group, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, group)
-        if isinstance(node, DictConfig) and leaf not in node:
-            with open_dict(node):
-                node[leaf] = value
+    """`cfg` in struct mode (set in place), as Hydra composes it: reading a key that no yaml declares
+    raises omegaconf's ConfigAttributeError instead of answering None, so the build reads keys
+    directly, never through get() defaults. A run dir's config.yaml (read by OmegaConf.load: not in
+    struct mode) that predates ADDED_KEYS comes back as a copy with them added: the run's own config,
+    which names it (checkpoint.run_id) and is recorded, stays as it was."""
     OmegaConf.set_struct(cfg, True)
+    missing = [(group, leaf) for group, _, leaf in (key.rpartition(".") for key in ADDED_KEYS)
+               if isinstance(OmegaConf.select(cfg, group), DictConfig) and leaf not in cfg[group]]
+    if not missing:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    for group, leaf in missing:
+        with open_dict(cfg[group]):
+            cfg[group][leaf] = ADDED_KEYS[f"{group}.{leaf}"]
     return cfg
 
 
@@ -153,6 +157,7 @@ def without_name(node: DictConfig) -> DictConfig:
 
 
 def build_dataset(cfg: DictConfig) -> Dataset:
+    cfg = declared(cfg)
     node = without_name(cfg.dataset)
     # `max_features` configures the TF-IDF encoding below, not the loader.
     node.pop("max_features", None)
@@ -173,6 +178,7 @@ def build_dataset(cfg: DictConfig) -> Dataset:
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:
+    cfg = declared(cfg)
     if is_frozen(cfg.model):
         return frozen_head(cfg.model, data)
     node = without_name(cfg.model)
@@ -193,6 +199,7 @@ def build_method(cfg: DictConfig) -> Method:
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    cfg = declared(cfg)
     o = cfg.optim
     for key in ("lr", "weight_decay"):
         if o[key] < 0:

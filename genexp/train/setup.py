@@ -150,7 +150,7 @@ def seed_everything(seed: int) -> None:
 def prepare(cfg: DictConfig, d: Dist | None = None) -> torch.device:
     """Check the config, pick the device, limit CPU threads (the dataset's preprocessing, ZCA
     included, runs under the limit too) and seed every RNG: what comes before anything is built.
-    From here on `cfg` is in struct mode (`build.declared`): an undeclared key read fails."""
+    From here on `cfg` is in struct mode (`build.declared`): reading an undeclared key fails."""
     validate_config(declared(cfg))
     device = resolve_device(cfg.device, d)
     set_cpu_threads(cfg, device)
@@ -222,7 +222,7 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
     split it recorded), the model placed on `device`, and the batch source. The global RNGs are
     those `prepare` seeded: the model's initial weights depend on nothing else."""
     d = d or Dist()
-    data = build_dataset(declared(cfg))
+    data = build_dataset(cfg)
     if split_file is not None and split_file.exists():
         split = Split.load(split_file)
     else:
