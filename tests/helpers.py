@@ -68,18 +68,14 @@ def write_mnist_pickle(path: Path, n: tuple[int, int, int] = (30, 10, 20), seed:
 
 def in_process_train(monkeypatch, cwd: Path):
     """`genexp train` run in this process (no interpreter start-up; monkeypatches reach the run),
-    in `cwd`: returns run(*args) -> exit code. Restores what main() changes: the environment,
-    sys.argv and train_app's per-process lists."""
+    in `cwd`: returns run(*args) -> exit code. Restores what main() changes: the environment and
+    sys.argv (what a command learns of its sweep is its own: genexp.train.sweep.Sweep)."""
     from genexp.train import app as train_app
 
     for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
         monkeypatch.setenv(var, "")  # so that teardown restores the variable's absence (main() sets them)
         monkeypatch.delenv(var)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
-    for name in ("FAILED_JOBS", "RESULTS"):
-        monkeypatch.setattr(train_app, name, [])
-    for name in ("SWEEP", "RESTORE"):
-        monkeypatch.setattr(train_app, name, {})
     monkeypatch.chdir(cwd)
     # Hydra points the root logger at each run's genexp.log; a later test must not log into a dir
     # this one removed. dictConfig edits the list in place, so the original is set back whole.

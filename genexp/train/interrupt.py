@@ -10,7 +10,7 @@ is requeued as submitit would have done.
 A sweep (`-m`) is stopped as a whole: its parent process holds `ForwardSignals`, which passes a
 signal on to the worker processes of the joblib launcher (each saves and records its run as
 above) and waits for them; a process that has had a signal starts no further job of the sweep
-(`stopped()`), and every job that stopped raises `JobInterrupted`, so that the parent exits
+(its `SweepSignals`), and every job that stopped raises `JobInterrupted`, so that the parent exits
 130/143 once every worker has saved, printing the command that finishes the sweep.
 """
 from __future__ import annotations
@@ -25,18 +25,28 @@ from typing import Any
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")
 FORWARDED = ("SIGINT", "SIGTERM")
-_stopped: int | None = None  # the first signal this process had during a sweep
 
 
-def stopped() -> int | None:
-    """The signal that stopped this process's sweep (its parent, or a worker), if any."""
-    return _stopped
+class SweepSignals:
+    """The first signal one process of a sweep had (`signum`): once it is set, no further job of
+    the sweep starts in that process. A sweep's parent holds one (its `ForwardSignals`), and so
+    does each joblib worker (`worker_init`), as the handler it installs."""
 
+    def __init__(self) -> None:
+        self.signum: int | None = None
 
-def _note(signum: int) -> None:
-    global _stopped
-    if _stopped is None:
-        _stopped = signum
+    def note(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.note(signum)
+
+    @staticmethod
+    def installed() -> "SweepSignals":
+        """This process's: the one whose handler holds SIGINT (a joblib worker's), else a new one."""
+        noted = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+        return noted if isinstance(noted, SweepSignals) else SweepSignals()
 
 
 def exit_code(signum: int) -> int:
@@ -72,10 +82,11 @@ class JobInterrupted(Exception):
 class StopOnSignal:
     """While entered, SIGINT/SIGTERM (and SIGUSR2 when a Python handler already owns it) set `signum`.
 
-    With `sweep=True` a signal the process had before (between two jobs of a sweep) counts too.
+    A job of a sweep passes its process's `SweepSignals` (`sweep`): a signal the process had
+    before (between two jobs of the sweep) counts too, and a signal now is noted there.
     """
 
-    def __init__(self, sweep: bool = False) -> None:
+    def __init__(self, sweep: SweepSignals | None = None) -> None:
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
         self.sweep = sweep
@@ -84,7 +95,8 @@ class StopOnSignal:
         if self.signum is not None:
             raise KeyboardInterrupt  # second signal: stop now, without saving
         self.signum = signum
-        _note(signum)
+        if self.sweep is not None:
+            self.sweep.note(signum)
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is not threading.main_thread():
@@ -98,8 +110,8 @@ class StopOnSignal:
                 continue  # only take SIGUSR2 over from a handler that wants it (submitit)
             self.previous[sig] = prev
             signal.signal(sig, self._handle)
-        if self.sweep and _stopped is not None:
-            self.signum = _stopped
+        if self.sweep is not None and self.sweep.signum is not None:
+            self.signum = self.sweep.signum
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,10 +124,6 @@ class StopOnSignal:
         prev = self.previous.get(signum)
         if callable(prev) and prev is not signal.default_int_handler:
             prev(signum, None)
-
-
-def _note_handler(signum: int, frame: FrameType | None) -> None:
-    _note(signum)
 
 
 def worker_init() -> None:
@@ -131,8 +139,9 @@ def worker_init() -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
+    noted = SweepSignals()  # the worker's: its handler keeps it, and its jobs find it there
     for name in FORWARDED:
-        signal.signal(getattr(signal, name), _note_handler)
+        signal.signal(getattr(signal, name), noted.handle)
 
 
 def use_signal_aware_joblib() -> None:
@@ -174,22 +183,19 @@ def _workers() -> dict[int, str]:
     return found
 
 
-class ForwardSignals:
+class ForwardSignals(SweepSignals):
     """Held by a sweep's parent process: SIGINT/SIGTERM are passed on to the workers and noted
     (no further job starts, the parent exits 128+signum once the workers have saved and
     returned). In-process jobs (the basic launcher) take the signal over with their own
-    StopOnSignal while they run."""
+    StopOnSignal while they run, noting it here."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.previous: dict[int, Any] = {}
         self.count = 0
 
-    @property
-    def signum(self) -> int | None:
-        return _stopped
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        _note(signum)
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.note(signum)
         self.count += 1
         workers = _workers()
         for pid, kind in workers.items():
@@ -206,21 +212,20 @@ class ForwardSignals:
             os.write(2, f"{signal.Signals(signum).name}: stopping the sweep: {what}no further run starts\n".encode())
 
     def __enter__(self) -> "ForwardSignals":
-        global _stopped
-        _stopped = None
+        self.signum = None
         if threading.current_thread() is not threading.main_thread():
             return self
         for name in FORWARDED:
             sig = getattr(signal, name)
             self.previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
+            signal.signal(sig, self.handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, prev in self.previous.items():
             signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
         self.previous = {}
-        if _stopped is not None:
+        if self.signum is not None:
             _shut_down_pool()
 
 

@@ -1,0 +1,157 @@
+"""What `genexp train` undoes of Hydra's own handling of run dirs, each with the behaviour it undoes.
+
+Hydra makes the run dir, writes `.hydra/*.yaml` and opens `genexp.log` there before the task
+function runs: before genexp can tell whether the run is new, is continued elsewhere or is refused.
+A refusal must leave nothing and an earlier run's files must stay byte-identical, so these undo or
+hold back what Hydra did until the run-dir policy (genexp.train.run_dir) has decided.
+(The sweep's `multirun.yaml` is kept in genexp.train.sweep, with the sweep's other records.)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from genexp.errors import TRACEBACK_ENV
+from genexp.train import distributed
+
+SUBDIR_ENV = "GENEXP_HYDRA_SUBDIR"
+NO_SUBDIR = "hydra.output_subdir=null"
+
+
+@contextmanager
+def hydra_environment() -> Iterator[None]:
+    """The environment variables `hydra_argv` sets are for this command only: an in-process caller
+    (a test) gets its environment back, or a later subprocess would inherit HYDRA_FULL_ERROR=1."""
+    saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", TRACEBACK_ENV, SUBDIR_ENV)}
+    try:
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def hydra_argv(args: list[str]) -> str | None:
+    """Set sys.argv (which Hydra's main reads) and the environment for `genexp train <args>`; the
+    scratch dir of a torchrun rank > 0, which the caller removes once Hydra is done, else None."""
+    sys.argv = ["genexp train", *args]
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        os.environ[TRACEBACK_ENV] = "1"
+    rank = distributed.world_from_env().rank
+    scratch = None
+    if rank > 0:
+        # Undoes Hydra making a run dir in every process under torchrun: only rank 0 keeps one;
+        # the others write Hydra's files to a scratch dir.
+        scratch = tempfile.mkdtemp(prefix=f"genexp-rank{rank}-")
+        sys.argv += [f"hydra.run.dir={scratch}", NO_SUBDIR]
+    elif not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in args) \
+            and not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        # Undoes Hydra writing .hydra/*.yaml into the run dir before the run can be checked (and
+        # rewriting a completed run's): save_hydra_files writes them once a new run is accepted.
+        os.environ[SUBDIR_ENV] = ".hydra"
+        sys.argv.append(NO_SUBDIR)
+    # Undoes Hydra's run_and_report, which prints its own errors (unknown group option, bad
+    # override syntax) and exits 1: with HYDRA_FULL_ERROR=1 they reach us as exceptions.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    return scratch
+
+
+def save_hydra_files(run_dir: Path, task_cfg: DictConfig) -> None:
+    """Hydra's .hydra/{config,hydra,overrides}.yaml, written by us once a new run is accepted
+    (hydra_argv turns Hydra's own writing off, which happens before a run could be refused)."""
+    subdir = os.environ.get(SUBDIR_ENV)
+    if not subdir:
+        return
+    out = run_dir / subdir
+    out.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False))
+    hydra_cfg.hydra.output_subdir = subdir
+    hydra_cfg.hydra.overrides.hydra = [o for o in hydra_cfg.hydra.overrides.hydra if o != NO_SUBDIR]
+    OmegaConf.save(task_cfg, out / "config.yaml")
+    OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
+
+
+def undo_chdir(hc: Any) -> None:
+    """Undoes hydra.job.chdir=true (Hydra changes into the run dir before the task runs): genexp
+    writes into the run dir by its path; in the run dir, relative paths (dataset.path) would not
+    be found and the dir could not be removed after a refusal."""
+    if hc.job.chdir and Path.cwd() != Path(hc.runtime.cwd):
+        os.chdir(hc.runtime.cwd)
+
+
+def remove_if_empty(path: Path) -> None:
+    """Undoes Hydra making the run dir (and its parents) before the task runs: a run dir that a
+    run then wrote nothing into (refused, resumed elsewhere) is removed."""
+    try:
+        path.rmdir()
+    except OSError:
+        return
+    # and the parents Hydra created for it (outputs/runs), up to the working dir, while empty
+    cwd = Path.cwd().resolve()
+    for parent in path.resolve().parents:
+        if parent == cwd or cwd not in parent.parents:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def redirect_file_logs(old_dir: Path, new_dir: Path) -> None:
+    """Undoes Hydra pointing its job log (genexp.log, opened lazily) at its own run dir: it goes to
+    the run dir that is actually used (a run resumed elsewhere)."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == old_dir:
+            h.close()
+            h.baseFilename = str(new_dir / Path(h.baseFilename).name)
+
+
+class HeldFileLogs:
+    """Undoes Hydra logging into the run dir's genexp.log from the job's first line: the lines are
+    held back until the run begins (`write`), so a start that is refused or interrupted leaves no
+    genexp.log, and an earlier run's stays byte-identical. Lines still reach the console at once."""
+
+    def __init__(self) -> None:
+        self.records: list[logging.LogRecord] = []
+        self.handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        self.holding = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.holding:
+            self.records.append(record)
+        return not self.holding
+
+    def __enter__(self) -> "HeldFileLogs":
+        self.holding = True
+        for h in self.handlers:
+            h.addFilter(self)
+        return self
+
+    def write(self) -> None:
+        """The run began: its dir is there; write what was held, and from now on log straight through."""
+        if not self.holding:
+            return
+        self.holding = False
+        for h in self.handlers:
+            for r in self.records:
+                if r.levelno >= h.level:
+                    h.handle(r)
+        self.records = []
+
+    def __exit__(self, *exc: object) -> None:
+        self.holding = False  # never begun: what was held is dropped with the job
+        self.records = []
+        for h in self.handlers:
+            h.removeFilter(self)

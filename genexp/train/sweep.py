@@ -1,0 +1,152 @@
+"""A sweep (`genexp train -m`) as its parent process sees it: the guard Hydra calls before it
+writes the sweep dir, what the sweep's in-process jobs report, and the sweep's last line.
+
+One `Sweep` belongs to one `genexp train` command (genexp.train.app.main). Hydra instantiates
+SweepGuard from the config and calls the jobs itself, so neither can be handed that object: they
+find it in `CURRENT`, a context variable main() sets for the length of the command and resets
+after (its value is never shared between two commands). A job in a worker process (joblib,
+submitit) has none: it gets a Sweep of its own, whose records its parent never reads.
+"""
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from genexp.errors import GenexpError
+from genexp.runs.record import Status, read_result
+from genexp.train import interrupt
+from genexp.train.hydra_workarounds import NO_SUBDIR, remove_if_empty
+from genexp.train.interrupt import SweepSignals, exit_code
+from genexp.train.run_dir import no_resume
+from genexp.train.sweep_objective import maximise_objective
+
+
+class Refused(BaseException):
+    """A refusal raised where Hydra would swallow an Exception (callbacks warn and go on): one
+    line, exit 2."""
+
+
+@dataclass
+class Sweep:
+    """What one `genexp train` command learns of its sweep while Hydra runs it."""
+
+    signals: SweepSignals = field(default_factory=SweepSignals)  # the first signal the sweep had
+    dir: Path | None = None  # the sweep dir (set by SweepGuard)
+    created: bool = False  # whether this command created it
+    restore: dict[Path, bytes] = field(default_factory=dict)  # earlier files Hydra rewrites, to keep byte-identical
+    failed: list[str] = field(default_factory=list)  # run dirs of this process's failed jobs
+    outcomes: list[str] = field(default_factory=list)  # this process's jobs: completed / failed / refused
+
+    @contextmanager
+    def current(self) -> Iterator[Sweep]:
+        """While entered, this is the Sweep that SweepGuard and the in-process jobs report to."""
+        token = CURRENT.set(self)
+        try:
+            yield self
+        finally:
+            CURRENT.reset(token)
+
+    def summary(self, signum: int | None = None) -> str | None:
+        """The sweep's last line; `signum`: the sweep was stopped by that signal (with the command to finish it)."""
+        name = signal.Signals(signum).name if signum is not None else ""
+        if self.dir is None or not self.dir.is_dir():
+            return f"sweep stopped by {name} before any run started: nothing was written" if signum else None
+        statuses = [(read_result(p.parent) or {}).get("status", Status.UNREADABLE)
+                    for p in sorted(self.dir.rglob("result.json"))]
+        counts = {s: statuses.count(s) for s in dict.fromkeys([Status.COMPLETED, Status.FAILED, *statuses])}
+        refused = self.outcomes.count("refused")
+        if refused:
+            counts["refused (no run dir)"] = refused
+        parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+        if signum is not None:
+            return f"sweep {self.dir} stopped by {name}: {parts}; finish it with: {sweep_resume_command(self.dir)}"
+        return f"sweep {self.dir}: {parts}; table: genexp table {shlex.quote(str(self.dir))}"
+
+    def failed_line(self, run_dir: str) -> str:
+        """What the parent says when a sweep's job failed (`run_dir`: the one Hydra re-raised)."""
+        count = f"{len(self.failed)} run(s)" if self.failed else f"a run ({run_dir}) and maybe others"
+        return (f"{count} of the sweep failed (the rest of its batch ran): each printed its reason above; a failed "
+                f"run has result.json with status 'failed', a refused one left no run dir")
+
+    def finish(self) -> None:
+        """Put back what Hydra changed in the sweep dir that no run of this command needed."""
+        # Undoes Hydra's launcher rewriting multirun.yaml at every sweep: a resumed sweep keeps its bytes.
+        for path, data in self.restore.items():
+            if not path.exists() or path.read_bytes() != data:
+                path.write_bytes(data)
+        if self.dir is not None and self.created and self.dir.is_dir():
+            # Undoes Hydra writing multirun.yaml into a new sweep dir before any job runs: every
+            # run refused, it is all that is left; remove it.
+            if [p.name for p in self.dir.iterdir()] == ["multirun.yaml"]:
+                (self.dir / "multirun.yaml").unlink()
+                remove_if_empty(self.dir)
+
+    def close(self, code: int, signum: int | None) -> int:
+        """Print the sweep's last line and return the command's exit code (`code`: so far; `signum`:
+        the signal that stopped the sweep, if any)."""
+        if signum is not None or code > 128:
+            signum = signum or code - 128
+            summary = self.summary(signum)
+            if summary is not None:
+                print(summary, file=sys.stderr, flush=True)
+            return exit_code(signum)
+        if self.failed and code == 0:  # a sweeper that tolerated failures (optuna's max_failure_rate) still ends in exit 1
+            print(f"{len(self.failed)} run(s) of the sweep failed", file=sys.stderr)
+            code = 1
+        summary = self.summary()
+        if summary is not None:
+            print(summary, file=sys.stderr if code else sys.stdout, flush=True)
+        return code
+
+
+CURRENT: ContextVar[Sweep] = ContextVar("genexp_train_sweep")
+
+
+def current_sweep() -> Sweep:
+    """The command's Sweep (see the module's docstring); in a worker process, one of its own."""
+    return CURRENT.get(None) or Sweep(SweepSignals.installed())
+
+
+def sweep_resume_command(sweep: Path) -> str:
+    """The sweep's own command (in this, its parent process) with resume=true and its dir: it
+    starts the runs that never started, continues interrupted ones, leaves complete ones alone."""
+    args = [a for a in sys.argv[1:] if a != NO_SUBDIR and not a.lstrip("+~").startswith(("resume=", "hydra.sweep.dir="))]
+    return shlex.join(["genexp", "train", *args, "resume=true", f"hydra.sweep.dir={sweep.absolute()}"])
+
+
+class SweepGuard(Callback):
+    """Refuses a sweep into a dir that holds one (before Hydra rewrites its multirun.yaml); with
+    resume=true keeps that multirun.yaml byte-identical."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # before Hydra builds the sweeper from this config
+            note = maximise_objective(config)
+        except GenexpError as e:
+            raise Refused(str(e)) from None
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        sweep = current_sweep()
+        sweep.dir = sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        sweep.created = not sweep_dir.exists()
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            interrupt.use_signal_aware_joblib()
+        single = [n for n in ("result.json", "config.yaml", "checkpoint.pt") if (sweep_dir / n).exists()]
+        if single:
+            raise Refused(f"hydra.sweep.dir={sweep_dir} holds a single run ({single[0]}): choose another "
+                          f"hydra.sweep.dir (nothing was changed)")
+        earlier = sweep_dir / "multirun.yaml"
+        if earlier.exists():
+            if no_resume(config.get("resume", False)):
+                raise Refused(f"hydra.sweep.dir={sweep_dir} already holds a sweep: choose another hydra.sweep.dir, "
+                              f"or add resume=true to continue its runs (nothing was changed)")
+            sweep.restore[earlier] = earlier.read_bytes()
