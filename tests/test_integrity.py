@@ -1,7 +1,7 @@
 """Issue 26: caches that cannot lie, checkpoints that name their run, records that survive a full
 disk and say which data they were trained on, and the best-validation weights kept.
 
-Numbered as the issue's items. Runs go through `genexp train` in this process (helpers.in_process_train):
+Numbered as the issue's items. Runs go through `genexp train` in this process (conftest's `in_process`):
 a few tiny runs on the default digits data, so that monkeypatched faults (a full disk) reach them.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import in_process_train, write_mnist_pickle
+from helpers import write_mnist_pickle
 
 from genexp.errors import GenexpError
 
@@ -36,11 +36,6 @@ def _error_lines(capsys) -> list[str]:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return [ln for ln in err.splitlines() if ln.startswith("error:")]
-
-
-@pytest.fixture
-def train(tmp_path, monkeypatch):
-    return in_process_train(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -125,14 +120,14 @@ def test_mnist_cache_and_source_are_verified_every_run(tmp_path, caplog, umask_0
         load_mnist(file=str(src), sha256=sha, cache_dir=str(cache_dir), val_size=5)
 
 
-def test_foreign_checkpoints_are_refused_with_exit_2(tmp_path, train, capsys):
+def test_foreign_checkpoints_are_refused_with_exit_2(tmp_path, in_process, capsys):
     from omegaconf import OmegaConf
 
     from genexp.train.checkpoint import run_id
 
-    assert train(*TINY, "hydra.run.dir=a") == 0
-    assert train(*TINY[1:], "steps=6", "hydra.run.dir=b") == 0
-    assert train(*TINY, "model.widths=[7]", "hydra.run.dir=c") == 0
+    assert in_process(*TINY, "hydra.run.dir=a") == 0
+    assert in_process(*TINY[1:], "steps=6", "hydra.run.dir=b") == 0
+    assert in_process(*TINY, "model.widths=[7]", "hydra.run.dir=c") == 0
 
     def unfinished_with(run: str, checkpoint: dict) -> Path:
         d = tmp_path / run
@@ -146,14 +141,14 @@ def test_foreign_checkpoints_are_refused_with_exit_2(tmp_path, train, capsys):
     # Another step count (b differs from a in steps only): refused, not "resuming at step 4 of 6".
     b = unfinished_with("b", ck_a)
     before = {p: p.read_bytes() for p in b.rglob("*") if p.is_file()}
-    assert train(f"resume={b}") == 2
+    assert in_process(f"resume={b}") == 2
     (line,) = _error_lines(capsys)
     assert "belongs to another run" in line
     assert {p: p.read_bytes() for p in b.rglob("*") if p.is_file()} == before
     # Another architecture, even under this run's id: one line, exit 2 (was a crash, exit 1).
     c = tmp_path / "c"
     unfinished_with("c", {**ck_a, "run_id": run_id(OmegaConf.load(c / "config.yaml"))})
-    assert train(f"resume={c}") == 2
+    assert in_process(f"resume={c}") == 2
     (line,) = _error_lines(capsys)
     assert "does not fit this run's model" in line
 
@@ -172,17 +167,17 @@ def test_malicious_checkpoint_error_does_not_advise_weights_only_false(tmp_path)
     assert not (tmp_path / "pwned.txt").exists()
 
 
-def test_resuming_onto_a_malicious_checkpoint_says_what_it_is(tmp_path, train, capsys):
+def test_resuming_onto_a_malicious_checkpoint_says_what_it_is(tmp_path, in_process, capsys):
     class Payload:
         def __reduce__(self):
             return (os.system, ("echo pwned > pwned.txt",))
 
-    assert train(*TINY, "hydra.run.dir=a") == 0
+    assert in_process(*TINY, "hydra.run.dir=a") == 0
     record = json.loads((tmp_path / "a" / "result.json").read_text())
     (tmp_path / "a" / "result.json").write_text(json.dumps({**record, "status": "running"}))
     torch.save({"model": Payload(), "optimizer": {}, "loop": {}}, tmp_path / "a" / "checkpoint.pt")
     capsys.readouterr()
-    assert train("resume=a") == 2
+    assert in_process("resume=a") == 2
     (line,) = _error_lines(capsys)
     assert "not a weights-only checkpoint" in line and "weights_only=False" not in line
     assert not (tmp_path / "pwned.txt").exists()
@@ -194,7 +189,7 @@ def _enospc() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def test_full_disk_is_recorded_and_leaves_no_temp_files(tmp_path, train, capsys, monkeypatch):
+def test_full_disk_is_recorded_and_leaves_no_temp_files(tmp_path, in_process, capsys, monkeypatch):
     real_save = torch.save
 
     def save_half_then_full(obj, f, *a, **k):  # a checkpoint or best.pt: some bytes, then the disk is full
@@ -205,7 +200,7 @@ def test_full_disk_is_recorded_and_leaves_no_temp_files(tmp_path, train, capsys,
         raise _enospc()
 
     monkeypatch.setattr(torch, "save", save_half_then_full)
-    assert train(*TINY, "hydra.run.dir=full") == 1
+    assert in_process(*TINY, "hydra.run.dir=full") == 1
     (line,) = _error_lines(capsys)
     run = tmp_path / "full"
     record = json.loads((run / "result.json").read_text())
@@ -225,7 +220,7 @@ def test_full_disk_is_recorded_and_leaves_no_temp_files(tmp_path, train, capsys,
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_until_full)
-    assert train(*TINY, "hydra.run.dir=full2") == 1
+    assert in_process(*TINY, "hydra.run.dir=full2") == 1
     monkeypatch.setattr(os, "fsync", real_fsync)
     (line,) = _error_lines(capsys)
     run = tmp_path / "full2"
@@ -236,17 +231,17 @@ def test_full_disk_is_recorded_and_leaves_no_temp_files(tmp_path, train, capsys,
 
 # 9 -------------------------------------------------------------------------------------------
 
-def test_records_carry_a_fingerprint_of_their_data(tmp_path, train):
+def test_records_carry_a_fingerprint_of_their_data(tmp_path, in_process):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(120, 6)).astype(np.float32), np.arange(120) % 3
     np.savez(tmp_path / "data.npz", x=x, y=y)
     args = [*TINY, "dataset=npz", "dataset.path=data.npz", "model.widths=[8]"]
-    assert train(*args, "seed=0", "hydra.run.dir=s0") == 0
-    assert train(*args, "seed=1", "hydra.run.dir=s1") == 0
+    assert in_process(*args, "seed=0", "hydra.run.dir=s0") == 0
+    assert in_process(*args, "seed=1", "hydra.run.dir=s1") == 0
     y2 = y.copy()
     y2[:10] = (y2[:10] + 1) % 3  # the labels of the file change
     np.savez(tmp_path / "data.npz", x=x, y=y2)
-    assert train(*args, "seed=1", "hydra.run.dir=s1b") == 0
+    assert in_process(*args, "seed=1", "hydra.run.dir=s1b") == 0
     fp = {r: json.loads((tmp_path / r / "result.json").read_text())["data_fingerprint"] for r in ("s0", "s1", "s1b")}
     assert fp["s0"] == fp["s1"]  # the seed changes the training, not the data
     assert fp["s1b"] != fp["s1"] and len(fp["s1b"]) == 16
@@ -254,13 +249,13 @@ def test_records_carry_a_fingerprint_of_their_data(tmp_path, train):
 
 # 10 ------------------------------------------------------------------------------------------
 
-def test_best_pt_holds_the_weights_behind_the_reported_test_acc(tmp_path, train):
+def test_best_pt_holds_the_weights_behind_the_reported_test_acc(tmp_path, in_process):
     from omegaconf import OmegaConf
 
     from genexp.train.loop import evaluate
     from genexp.train.setup import prepare, setup_run
 
-    assert train(*TINY[1:], "steps=8", "hydra.run.dir=run") == 0
+    assert in_process(*TINY[1:], "steps=8", "hydra.run.dir=run") == 0
     run = tmp_path / "run"
     result = json.loads((run / "result.json").read_text())
     best = torch.load(run / "best.pt", weights_only=True)
@@ -278,6 +273,6 @@ def test_best_pt_holds_the_weights_behind_the_reported_test_acc(tmp_path, train)
     shutil.copytree(run, copy)
     torch.save({"model": {}, "step": 999, "val_acc": 1.0, "test_acc": 1.0}, copy / "best.pt")
     (copy / "result.json").write_text(json.dumps({**result, "status": "running"}))
-    assert train(f"resume={copy}") == 0
+    assert in_process(f"resume={copy}") == 0
     again = torch.load(copy / "best.pt", weights_only=True)
     assert again["step"] == result["best_step"] and again["model"].keys() == best["model"].keys()
