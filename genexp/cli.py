@@ -1,42 +1,113 @@
-"""The `genexp` command: a thin dispatcher to the subcommands."""
+"""The `genexp` command: an argparse parser with one subcommand per command; each hands its
+arguments, untouched and in order, to that command's own `main(argv)` (Hydra's for `train`,
+an argparse parser for the others), which also answers its `--help`.
+
+Shell completion is Hydra's, for `genexp train`'s overrides, plus the command names here:
+`eval "$(genexp -sc install=bash)"` (or `genexp train -sc install=bash`). Hydra registers its
+completion for the name it runs under ("genexp train", two words) and completes a line as
+"<app> <overrides>"; the two functions at the end undo both for a subcommand.
+"""
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib
+import io
+import os
+import re
 import sys
 
-USAGE = """usage: genexp <command> [args]
+COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
+    "train": ("genexp.train.app", "train one run, or a sweep with -m (Hydra overrides: method=vat labels=200 seed=0,1,2)"),
+    "table": ("genexp.tables.table", "mean ± std over seeds of recorded runs: genexp table [DIR ...]"),
+    "plot": ("genexp.tables.plot", "accuracy vs labels and training curves as PNG: genexp plot [DIR ...]"),
+    "bench": ("genexp.train.bench", "time a step of each method against a supervised step: genexp bench [overrides]"),
+    "inequality": ("genexp.studies.inequality.command",
+                   "check article 8796's input-vs-parameter gradient inequality on MLPs"),
+}
+COMPLETION_OPTIONS = ("-sc", "--shell-completion")
 
-commands:
-  train       train one run, or a sweep with -m (Hydra overrides: method=vat labels=200 seed=0,1,2)
-  table       mean ± std over seeds of recorded runs: genexp table [DIR ...]
-  plot        accuracy vs labels and training curves as PNG: genexp plot [DIR ...]
-  bench       time a step of each method against a supervised step: genexp bench [overrides]
-  inequality  check article 8796's input-vs-parameter gradient inequality on MLPs
+EPILOG = """`genexp <command> --help` shows each command's options; `genexp train --help` lists the
+config groups (dataset, model, method, optim, experiment) and every key.
 
-`genexp train --help` lists the config groups (dataset, model, method, optim, experiment)
-and every key; `genexp table --help` lists the table options.
+shell completion (bash; zsh through bashcompinit): eval "$(genexp -sc install=bash)"
 """
 
-COMMANDS = {
-    "train": "genexp.train.app",
-    "table": "genexp.tables.table",
-    "plot": "genexp.tables.plot",
-    "bench": "genexp.train.bench",
-    "inequality": "genexp.studies.inequality.command",
-}
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block and message
+        self.exit(2, f"error: {message} (genexp --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="genexp", description="Experiments with regularizers (VAT, noise, gradient penalties).",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(*COMPLETION_OPTIONS, dest="completion", metavar="ACTION=SHELL",
+                   help="install=bash or uninstall=bash: print the script to eval; query=bash: what it calls")
+    sub = p.add_subparsers(dest="command", metavar="<command>", title="commands")
+    for name, (_, text) in COMMANDS.items():
+        # prefix_chars "\0": the subcommand has no option of its own, so every argument after its
+        # name (-m, --cfg job, --help, --) is the command's, as REMAINDER keeps them in order.
+        cmd = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
+        cmd.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def command_main(name: str):
+    """The `main(argv) -> int` of the command `name`, imported only when it runs."""
+    return importlib.import_module(COMMANDS[name][0]).main
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE, end="")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser()
+    if not argv or argv == ["help"]:
+        p.print_help()
         return 0
-    cmd, rest = argv[0], argv[1:]
-    if cmd in COMMANDS:
-        import importlib
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:  # after --help (0) or one line of bad input (2)
+        return int(e.code or 0)
+    action = args.completion or (completion_action(args.args) if args.command == "train" else None)
+    if action is not None:
+        return shell_completion(action)
+    if args.command is None:
+        p.error("no command given")
+    return command_main(args.command)(args.args)
 
-        return importlib.import_module(COMMANDS[cmd]).main(rest)
-    print(f"error: unknown command {cmd!r}: use one of {', '.join(COMMANDS)} (genexp --help)", file=sys.stderr)
-    return 2
+
+def completion_action(args: list[str]) -> str | None:
+    """The ACTION=SHELL of a -sc/--shell-completion among `train`'s arguments, if any."""
+    for i, a in enumerate(args):
+        if a in COMPLETION_OPTIONS and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--shell-completion="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def shell_completion(action: str) -> int:
+    """Hydra's completion for `train`, under the name `genexp`; the command names for the rest."""
+    train = command_main("train")
+    if not action.startswith("query="):
+        # Hydra's install/uninstall script names the app as it runs: "genexp train", which would
+        # also register (and run, to complete) any command called `train`. It is the script for `genexp`.
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = train(["-sc", action])
+        sys.stdout.write(re.sub(r"\bgenexp train\b", "genexp", out.getvalue()))
+        return code
+    line = os.environ.get("COMP_LINE", "")
+    m = re.match(r"(\s*\S+)\s+train(\s.*)$", line)
+    if m:  # Hydra drops the first word and takes the rest as overrides: without "train", they are
+        os.environ["COMP_LINE"] = m.group(1) + m.group(2)
+        return train(["-sc", action])
+    words = line.split()
+    if len(words) == 1 or (len(words) == 2 and not line.endswith(" ")):  # completing the command's name
+        prefix = words[1] if len(words) == 2 else ""
+        names = [n for n in (*COMMANDS, "--help", "--shell-completion") if n.startswith(prefix)]
+        print(("\n" if action.endswith("=fish") else " ").join(names))
+    return 0  # the other commands' arguments: nothing here, the shell's file names
 
 
 if __name__ == "__main__":

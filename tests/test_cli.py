@@ -1,9 +1,17 @@
 """The `genexp` command end to end, in a temp dir, with a few steps."""
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import FAST, genexp, results_under
+
+from genexp import cli
+from genexp.cli import COMMANDS
 
 RESULT_KEYS = {"status", "dataset", "model", "method", "labels", "seed", "split_seed", "steps", "val_acc",
                "test_acc", "val_acc_final", "test_acc_final", "wall_time_s", "step_time_ms", "versions",
@@ -12,11 +20,53 @@ RESULT_KEYS = {"status", "dataset", "model", "method", "labels", "seed", "split_
 
 def test_help_lists_subcommands_and_groups(tmp_path):
     top = genexp("--help", cwd=tmp_path)
-    assert top.returncode == 0 and "train" in top.stdout and "table" in top.stdout
+    assert top.returncode == 0 and "install=bash" in top.stdout
+    assert all(f"    {name} " in top.stdout for name in COMMANDS), top.stdout
     train_help = genexp("train", "--help", cwd=tmp_path)
     assert train_help.returncode == 0
     for group in ("dataset", "model", "method", "optim", "experiment"):
         assert f"{group}:" in train_help.stdout
+
+
+@pytest.mark.parametrize("name", ["table", "plot", "bench", "inequality"])
+def test_each_command_has_its_help(tmp_path, name):
+    p = genexp(name, "--help", cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout.startswith(f"usage: genexp {name} "), p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_arguments_reach_the_command_untouched(monkeypatch, name):
+    seen = []
+    monkeypatch.setattr(cli, "command_main", lambda n: lambda argv: seen.append((n, argv)) or 7)
+    args = ["-m", "method=none,vat", "--cfg", "job", "--help", "-h", "--", "x=1", "train"]
+    assert cli.main([name, *args]) == 7 and seen == [(name, args)]
+
+
+@pytest.mark.parametrize("argv,says", [(["nosuch"], "invalid choice: 'nosuch'"), (["-x"], "unrecognized arguments: -x"),
+                                       (["-sc"], "expected one argument"), (["-sc", "query=bash", "nosuch"], "nosuch")])
+def test_bad_command_line_is_one_line(tmp_path, argv, says):
+    p = genexp(*argv, cwd=tmp_path)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.startswith("error: ") and says in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_bash_completion_of_commands_and_train_overrides(tmp_path):
+    # The README's install line, then what bash does on TAB: the script asks `genexp -sc query=bash`.
+    script = '''eval "$(genexp -sc install=bash)"; complete -p genexp || exit 3
+    if complete -p train >/dev/null 2>&1; then echo "also registered for a command called train"; exit 4; fi
+    tab() { COMP_LINE="$1"; COMP_POINT=${#1}; local w=($1); COMP_CWORD=$((${#w[@]} - 1)); hydra_bash_completion
+            echo "$1 -> ${COMPREPLY[*]}"; }
+    tab "genexp ta"; tab "genexp train -m method=v"'''
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # genexp beside this Python
+    p = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].endswith("-F hydra_bash_completion genexp"), lines  # registered for genexp, not `train`
+    assert lines[1] == "genexp ta -> table"
+    assert lines[2].startswith("genexp train -m method=v -> ") and "method=vat" in lines[2].split()
+    assert "method=none" not in lines[2]
 
 
 def test_train_writes_complete_records(tmp_path):
