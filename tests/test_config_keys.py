@@ -10,7 +10,8 @@ from omegaconf.errors import ConfigAttributeError
 
 import genexp
 from genexp.data.dataset import Dataset
-from genexp.train.build import ADDED_KEYS, build_dataset, build_model, build_optimizer, declared
+from genexp.runs.config_keys import ADDED_KEYS, MOVED_TARGETS, as_today
+from genexp.train.build import build_dataset, build_model, build_optimizer, declared
 
 CONFIGS = Path(genexp.__file__).parent / "configs"
 
@@ -91,3 +92,22 @@ def test_the_text_encoders_fill_declared_dataset_fields():
         data.tokenizer = None  # slots: what a step adds to a dataset is a declared field
     model = build_model(train_cfg("model=lstm", "model.embed_dim=4", "model.hidden_size=4"), data)
     assert model.embedding_layer().num_embeddings == 6
+
+
+def test_as_today_reads_an_old_config_as_a_new_one_without_changing_it():
+    """What `genexp table` reads of a run dir's config.yaml: an added key it lacks at its old default,
+    a moved class under its new name; a key it records, and a group it lacks, are left as they are."""
+    import copy
+
+    old_target, new_target = next(iter(MOVED_TARGETS.items()))
+    old = {"seed": 0, "model": {"name": "mlp", "freeze": True}, "optim": {"lr": 0.1}, "method": {"_target_": old_target}}
+    kept = copy.deepcopy(old)
+    new = as_today(old)
+    assert old == kept  # the record itself is not changed
+    assert new["model"] == {"name": "mlp", "freeze": True, "text_encoder": None}
+    assert new["optim"] == {"lr": 0.1, "decay_rate": ADDED_KEYS["optim.decay_rate"],
+                            "decay_steps": ADDED_KEYS["optim.decay_steps"]}
+    assert new["method"]["_target_"] == new_target
+    assert as_today({"seed": 0}) == {"seed": 0}
+    today = as_today(new)
+    assert today is new  # nothing to add: the same dict

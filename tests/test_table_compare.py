@@ -157,3 +157,55 @@ def test_every_format_carries_the_difference(runs, capsys):
     assert "Δ" in (runs / "table.md").read_text().split("## All groups")[0]  # the pivot too
     tex = (runs / "table.tex").read_text()
     assert r"\Delta" in tex or "Δ" in tex
+
+
+def test_runs_recorded_before_keys_were_added_share_cells_and_pairs_with_new_runs(tmp_path, capsys):
+    """A sweep continued across a genexp that declares new keys (runs.config_keys.ADDED_KEYS) and
+    moved a class (MOVED_TARGETS): a run whose config.yaml lacks the keys reads as one that records
+    them at their old defaults, so it shares a cell with new runs and pairs with them. compile's
+    default changing (false to auto) splits nothing: it says how a run ran."""
+    from genexp.runs.config_keys import ADDED_KEYS, MOVED_TARGETS
+
+    def recorded(method, seed, new):
+        cfg = config(method, seed, model={"name": "mlp", "hidden": 64}, compile="auto" if new else False)
+        cfg["optim"] = {"lr": 1e-3, "schedule": "cosine"}
+        if method == "none":
+            old_target, new_target = next(iter(MOVED_TARGETS.items()))
+            cfg["method"]["_target_"] = new_target if new else old_target
+        if new:
+            for key, value in ADDED_KEYS.items():
+                group, leaf = key.split(".")
+                cfg[group][leaf] = value
+        return cfg
+
+    root = tmp_path / "o"
+    accs = {"none": [0.80, 0.81, 0.79, 0.82], "vat": [0.83, 0.85, 0.80, 0.86]}
+    for method, values in accs.items():
+        for seed, acc in enumerate(values):
+            new = seed >= 2  # seeds 0 and 1 ran before the keys were added, 2 and 3 after
+            assert ("freeze" in recorded(method, seed, new)["model"]) == new
+            write_run(root, f"{method}_s{seed}", recorded(method, seed, new), method=method, seed=seed,
+                      test_acc=acc)
+    rc, out, err = run_table(capsys, root, "--compare", "method=none", "--format", "csv", "--layout", "flat")
+    assert rc == 0, err
+    assert "differ in" not in err and "without a method=none partner" not in err
+    rows = list(csv.DictReader(io.StringIO((root / "table.csv").read_text())))
+    assert [(r["method"], r["n"]) for r in rows] == [("none", "4"), ("vat", "4")]
+    vat = rows[1]
+    assert vat["n_pairs"] == "4" and vat["unpaired"] == "0"
+    diffs = [100 * (b - a) for a, b in zip(accs["none"], accs["vat"])]
+    assert float(vat["delta"]) == pytest.approx(sum(diffs) / 4, abs=1e-9)
+
+
+def test_an_added_key_recorded_at_another_value_still_splits_the_cell(tmp_path, capsys):
+    """Only an absent key reads as its old default: a run that set optim.decay_rate=0.5 is another
+    experiment than an old run (which ran with 0.1)."""
+    root = tmp_path / "o"
+    write_run(root, "old", config("none", 0), method="none", seed=0, test_acc=0.80)
+    changed = config("none", 1)
+    changed["optim"] |= {"decay_rate": 0.5}
+    write_run(root, "new", changed, method="none", seed=1, test_acc=0.81)
+    rc, out, err = run_table(capsys, root, "--format", "csv", "--layout", "flat")
+    assert rc == 0, err
+    rows = list(csv.DictReader(io.StringIO((root / "table.csv").read_text())))
+    assert sorted(r["optim.decay_rate"] for r in rows) == ["0.1", "0.5"]

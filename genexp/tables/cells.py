@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from genexp.errors import GenexpError
+from genexp.runs.config_keys import as_today
 from genexp.runs.record import RESULT, Status, read_result
 
 # Keys that make runs different experiments, from result.json (runs without config.yaml too).
@@ -97,7 +98,10 @@ def _flatten(node: Any, prefix: str, out: dict[str, str]) -> None:
 
 
 def _flat_config(path: Path) -> dict[str, str]:
-    """The run's resolved config.yaml as dotted keys (optim.lr, method.eps, dataset.path): {} if none."""
+    """The run's resolved config.yaml as dotted keys (optim.lr, method.eps, dataset.path): {} if none.
+
+    A config recorded before keys were added reads as today's (runs.config_keys.as_today): an added
+    key it lacks at the value the run ran with, so old and new runs of one experiment share a cell."""
     import yaml
 
     try:
@@ -106,7 +110,7 @@ def _flat_config(path: Path) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     if isinstance(data, dict):
-        _flatten(data, "", out)
+        _flatten(as_today(data), "", out)
     return out
 
 

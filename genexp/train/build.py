@@ -18,6 +18,7 @@ from genexp.errors import GenexpError
 from genexp.methods.base import Method
 from genexp.models.base import GenexpModel
 from genexp.models.frozen import FROZEN_KEYS, frozen_features, frozen_head, is_frozen
+from genexp.runs.config_keys import ADDED_KEYS
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -125,18 +126,14 @@ def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chos
             raise GenexpError(f"{source}: {key}={target!r} {why}, so it is not run: {fix} (nothing was changed)")
 
 
-# Keys the group yaml files declare since runs were recorded without them, each with the value the
-# code took when it was absent: a run dir's config.yaml written before is built as if it declared
-# them, so that it resumes as it ran. Every other key the build reads must be in the config.
-ADDED_KEYS = {"model.text_encoder": None, "model.freeze": False, "optim.decay_rate": 0.1, "optim.decay_steps": None}
-
-
 def declared(cfg: DictConfig) -> DictConfig:
     """`cfg` in struct mode (set in place), as Hydra composes it: reading a key that no yaml declares
     raises omegaconf's ConfigAttributeError instead of answering None, so the build reads keys
     directly, never through get() defaults. A run dir's config.yaml (read by OmegaConf.load: not in
-    struct mode) that predates ADDED_KEYS comes back as a copy with them added: the run's own config,
-    which names it (checkpoint.run_id) and is recorded, stays as it was."""
+    struct mode) that predates ADDED_KEYS (genexp.runs.config_keys: the keys declared since, at the
+    value the code took when they were absent) comes back as a copy with them added, so that it resumes
+    as it ran: the run's own config, which names it (checkpoint.run_id) and is recorded, stays as it
+    was. Every other key the build reads must be in the config."""
     OmegaConf.set_struct(cfg, True)
     missing = [(group, leaf) for group, _, leaf in (key.rpartition(".") for key in ADDED_KEYS)
                if isinstance(OmegaConf.select(cfg, group), DictConfig) and leaf not in cfg[group]]
