@@ -47,6 +47,9 @@ class Batch:
     idx_u: Tensor | None = None
     step: int = 0
     generator: torch.Generator | None = None
+    # The method's random draws made ahead of its loss (`Method.draw`): what a compiled step passes
+    # in, since a graph cannot draw from `generator`.
+    noise_u: Tensor | None = None
 
 
 @dataclass
@@ -121,6 +124,17 @@ class Method:
     def frozen_modules(self, model: GenexpModel) -> tuple[GenexpModel, ...]:
         """Modules besides the student whose BatchNorm statistics the step must not move (a teacher)."""
         return ()
+
+    def compiles(self, model: GenexpModel, batch: Batch) -> bool:
+        """Whether `loss` on `draw(model, batch)` traces into one graph (train/compiled.py): no
+        draw from a generator, no per-step Python state. Supervised CE does; a method that can
+        overrides `draw` and this."""
+        return type(self).regularizer is Method.regularizer and type(self).loss is Method.loss
+
+    def draw(self, model: GenexpModel, batch: Batch) -> Batch:
+        """The batch with the loss's random draws made ahead, and nothing that changes from step to
+        step but tensors (no step count, generator or indices: a compiled loss would recompile)."""
+        return Batch(x_l=batch.x_l, y_l=batch.y_l, mask_l=batch.mask_l, x_u=batch.x_u, mask_u=batch.mask_u)
 
     # Optional hooks. A method with state (a teacher, a buffer) keeps it here, so checkpoints
     # and resume carry it without the trainer knowing what it is.

@@ -27,10 +27,11 @@ from genexp.methods.base import Batch, LabelledPass, Method, StepOutput
 from genexp.methods.views import View, clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import couples_batch
+from genexp.models.mlp import GaussianNoise
 from genexp.regularizers.entropy import entropy_loss
 from genexp.regularizers.graph import detached
 from genexp.regularizers.rng_replay import RngReplay
-from genexp.regularizers.vat import KLTarget, check_xi, perturbed, vat_direction
+from genexp.regularizers.vat import KLTarget, check_xi, gaussian_start, perturbed, vat_direction
 
 BUFFER_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -85,7 +86,8 @@ class VAT(Method):
         One clean forward serves the VAT target and the entropy term; it keeps a graph only when
         the entropy term needs one."""
         v = unlabelled_view(model, batch, self.include_labeled)
-        replay = RngReplay(v.h.device) if self.shared_noise else None  # before the clean pass it replays
+        # before the clean pass it replays; a model that draws nothing in its forward has nothing to replay
+        replay = RngReplay(v.h.device) if self.shared_noise and draws_random(model) else None
         logits_u = clean_logits(v, keep_graph=self.entmin_weight > 0)
         target = KLTarget(logits_u)  # step 1; step 2 below, from N(0, I) or from the stored direction
         kwargs = dict(xi=self.xi, target=target, generator=batch.generator, mask=v.pmask, replay=replay)
@@ -97,7 +99,7 @@ class VAT(Method):
             self.directions[idx] = d.to(self.buffer_dtype)
             self.seen[idx] = True
         else:
-            d = vat_direction(v.forward, v.h, power_iters=self.power_iters, **kwargs)
+            d = vat_direction(v.forward, v.h, power_iters=self.power_iters, noise=batch.noise_u, **kwargs)
         return v, logits_u, target, d
 
     def _stored(self, idx: Tensor, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -109,6 +111,19 @@ class VAT(Method):
         # Examples never seen start from a fresh Gaussian direction, as in standard VAT.
         fresh = torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=generator)
         return torch.where(self.seen[idx].view(-1, *([1] * (like.dim() - 1))), init, fresh)
+
+    def compiles(self, model: GenexpModel, batch: Batch) -> bool:
+        """Inputs the model perturbs as given (no token embedding, no mask), no per-example buffer
+        (warm_start), no random draws in the forward to replay: then the step is one graph."""
+        return (type(model).embed is GenexpModel.embed and batch.mask_l is None and batch.mask_u is None
+                and not self.warm_start and not (self.shared_noise and draws_random(model)))
+
+    def draw(self, model: GenexpModel, batch: Batch) -> Batch:
+        """The power iteration's Gaussian start, drawn from the batch's generator as the eager step draws it."""
+        out = super().draw(model, batch)
+        x_u = torch.cat([batch.x_l, batch.x_u]) if self.include_labeled else batch.x_u
+        out.noise_u = gaussian_start(model.embed(x_u), batch.generator)
+        return out
 
     def _terms(self, logits_u: Tensor, reg: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
         terms, logs = [reg if self.weight == 1 else self.weight * reg], {"vat": reg.detach()}
@@ -124,6 +139,12 @@ class VAT(Method):
     def load_state_dict(self, state: dict) -> None:
         if state:
             self.directions, self.seen = state["directions"], state["seen"]
+
+
+def draws_random(model: torch.nn.Module) -> bool:
+    """Whether the model's training forward draws random numbers (dropout, hidden-layer noise)."""
+    return any((isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
+               or (isinstance(m, GaussianNoise) and m.std > 0) for m in model.modules())
 
 
 def fusable(model: GenexpModel, batch: Batch) -> bool:

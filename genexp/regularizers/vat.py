@@ -49,7 +49,7 @@ class KLTarget:
 
 def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, target: KLTarget,
                   generator: torch.Generator | None = None, mask: Tensor | None = None, init: Tensor | None = None,
-                  replay: RngReplay | None = None) -> Tensor:
+                  replay: RngReplay | None = None, noise: Tensor | None = None) -> Tensor:
     """Step 2: r_adv's direction, a unit vector per sample (float32 or wider), by `power_iters`
     steps of d ← ∇_d KL(p(x) ‖ p(x + ξd)) from d ~ N(0, I) (or from `init`, a warm start).
 
@@ -57,11 +57,13 @@ def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, targ
     (each probe pass then draws the same dropout masks and noise). `mask` (1 = may be perturbed)
     keeps padding out of d. Each probe differentiates w.r.t. the perturbation only: no parameter
     gradient is built or touched. Runs with autocast and TF32 off (`full_precision`). The caller
-    freezes BatchNorm statistics (a method's step does; `vat_perturbation` does on its own)."""
+    freezes BatchNorm statistics (a method's step does; `vat_perturbation` does on its own).
+    `noise`: the N(0, I) start already drawn (`gaussian_start`), as a compiled step passes it in;
+    otherwise it is drawn here from `generator`."""
     dtype = compute_dtype(x)
     x0 = detached(x).to(dtype)
     if init is None:
-        d = torch.randn(x0.shape, generator=generator, device=x.device, dtype=dtype)
+        d = gaussian_start(x0, generator) if noise is None else noise
     else:
         d = detached(init).to(dtype)
     if power_iters <= 0:
@@ -76,15 +78,30 @@ def vat_direction(forward: Forward, x: Tensor, *, xi: Xi, power_iters: int, targ
         step = finite_difference_step(xi, x0, mask)
         d = gaussian_unit(d, mask) if init is None else unit(d, mask)
         for _ in range(power_iters):
-            probe = (step * d).requires_grad_(True)
             with replaying(replay):
-                logits = forward(x0 + probe).to(dtype)
-            # ∇_probe Σ_samples KL(p ‖ softmax(logits)) = Jᵀ(q − p): the KL's own gradient w.r.t. the
-            # logits, fed straight into the backward (fewer ops than differentiating the KL).
-            # Summed, not averaged: each sample's gradient is independent of the batch size.
-            (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - target.p)
+                grad = kl_input_gradient(forward, x0, step * d, target, dtype)
             d = unit(grad, mask, previous=d)
     return d
+
+
+def gaussian_start(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The power iteration's random start d ~ N(0, I), shaped like x, in its compute dtype."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=compute_dtype(x))
+
+
+def kl_input_gradient(forward: Forward, x0: Tensor, probe: Tensor, target: KLTarget, dtype: torch.dtype) -> Tensor:
+    """∇_probe Σ_samples KL(p ‖ softmax(forward(x0 + probe))) = Jᵀ(q − p): the KL's own gradient
+    w.r.t. the logits, fed straight into the backward (fewer ops than differentiating the KL).
+    Summed, not averaged: each sample's gradient is independent of the batch size. Only the probe
+    is differentiated (no weight gradient). Under torch.compile the same product is a
+    torch.func.vjp, which traces into the step's graph where autograd.grad would break it."""
+    if torch.compiler.is_compiling():
+        logits, pull = torch.func.vjp(lambda p: forward(x0 + p).to(dtype), probe)
+        return pull(F.softmax(logits.detach(), dim=-1) - target.p)[0].detach()  # as autograd.grad: no graph
+    probe = probe.requires_grad_(True)
+    logits = forward(x0 + probe).to(dtype)
+    (grad,) = torch.autograd.grad(logits, [probe], grad_outputs=F.softmax(logits.detach(), dim=-1) - target.p)
+    return grad
 
 
 def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> float | Tensor:

@@ -62,9 +62,10 @@ class BatchSource:
 
 def train_step(model: GenexpModel, method: Method, optimizer: torch.optim.Optimizer, batch: Batch, *,
                amp: Callable[[], Any], params: list[torch.nn.Parameter], d: Dist | None = None,
-               grad_clip: float = 0.0) -> StepOutput:
+               grad_clip: float = 0.0, loss: Callable[[GenexpModel, Batch], StepOutput] | None = None) -> StepOutput:
+    """One optimizer step on `batch`; `loss` is the method's loss as the run calls it (compiled or not)."""
     with amp():
-        out = method.loss(model, batch)
+        out = (loss or method.loss)(model, batch)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     distributed.average_gradients(params, d or Dist())

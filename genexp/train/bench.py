@@ -88,8 +88,9 @@ class MethodTimer:
     all methods are measured interleaved (machine noise then hits them alike)."""
 
     def __init__(self, model0: GenexpModel, method: Method, cfg: Any, source: Any, fixed: Batch,
-                 device: torch.device, amp: Any) -> None:
+                 device: torch.device, amp: Any, compiled: bool = False) -> None:
         from genexp.train.build import build_optimizer
+        from genexp.train.compiled import CompiledLoss
 
         self.model = copy.deepcopy(model0).train()
         self.method, self.source, self.device, self.amp = method, source, device, amp
@@ -99,6 +100,12 @@ class MethodTimer:
         self.fixed = fixed
         self.times: dict[bool, list[float]] = {False: [], True: []}
         self.peak = 0.0
+        self.loss = CompiledLoss(method) if compiled else method.loss
+        self.compile_s = None
+        if compiled:  # the first call compiles: timed apart, as what a run pays once
+            t0 = time.perf_counter()
+            self.run(1, with_data=False, record=False)
+            self.compile_s = time.perf_counter() - t0
 
     def run(self, steps: int, with_data: bool, record: bool) -> None:
         from genexp.train.batches import train_step
@@ -109,7 +116,8 @@ class MethodTimer:
             sync(self.device)
             t0 = time.perf_counter()
             batch = self.source.next(i, self.method.uses_unlabeled) if with_data else self.fixed
-            train_step(self.model, self.method, self.optimizer, batch, amp=self.amp, params=self.params)
+            train_step(self.model, self.method, self.optimizer, batch, amp=self.amp, params=self.params,
+                       loss=self.loss)
             sync(self.device)
             if record:
                 self.times[with_data].append(1000 * (time.perf_counter() - t0))
@@ -176,19 +184,24 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose("train", overrides=overrides)
 
 
-def methods_to_time(cfg: Any, overrides: list[str], methods: list[str] | None, textbook: bool
-                    ) -> list[tuple[str, Method]]:
-    """Supervised first (the reference), then the configured or listed methods, then the textbook port."""
+def methods_to_time(cfg: Any, overrides: list[str], methods: list[str] | None, textbook: bool,
+                    compiled: bool = False) -> list[tuple[str, Method, bool]]:
+    """Supervised first (the reference), then the configured or listed methods (and each compiled,
+    with `compiled`), then the textbook port. Each entry: (name, method, compiled?)."""
     from genexp.train.build import build_method
 
     plain = [o for o in overrides if not o.startswith(("method=", "method."))]
-    todo: list[tuple[str, Method]] = [("none", build_method(compose([*plain, "method=none"])))]
+    todo: list[tuple[str, Method, bool]] = [("none", build_method(compose([*plain, "method=none"])), False)]
     for name in methods or [cfg.method.name]:
+        def build() -> Method:
+            return build_method(compose([*overrides, f"method={name}"]) if methods else cfg)
         if name != "none":
-            todo.append((name, build_method(compose([*overrides, f"method={name}"]) if methods else cfg)))
+            todo.append((name, build(), False))
+        if compiled:
+            todo.append((f"{name} (compiled)", build(), True))
     if textbook:
         m = cfg.method if cfg.method.name.startswith("vat") else compose([*plain, "method=vat"]).method
-        todo.append(("vat (textbook port)", TextbookVAT(eps=m.eps, power_iters=m.power_iters)))
+        todo.append(("vat (textbook port)", TextbookVAT(eps=m.eps, power_iters=m.power_iters), False))
     return todo
 
 
@@ -206,13 +219,14 @@ def time_interleaved(timers: list[MethodTimer], iters: int, warmup: int) -> None
             done += chunk
 
 
-def rows_for(todo: list[tuple[str, Method]], timers: list[MethodTimer], l: int, u: int) -> list[dict[str, Any]]:
+def rows_for(todo: list[tuple[str, Method, bool]], timers: list[MethodTimer], l: int, u: int) -> list[dict[str, Any]]:
     rows = []
-    for (name, method), timer in zip(todo, timers):
+    for (name, method, _), timer in zip(todo, timers):
         ms = statistics.median(timer.times[False])
         rows.append({"method": name, "ms": ms, "ms_with_data": statistics.median(timer.times[True]),
                      "peak_mem_mb": timer.peak, "cost_units": cost_units(method, l, u),
-                     "samples_per_s": 1000 * (l + (u if method.uses_unlabeled else 0)) / ms})
+                     "samples_per_s": 1000 * (l + (u if method.uses_unlabeled else 0)) / ms,
+                     "compile_s": timer.compile_s})
     sup_ms, sup_units = rows[0]["ms"], rows[0]["cost_units"]
     for r in rows:
         r["ratio"] = r["ms"] / sup_ms
@@ -235,19 +249,18 @@ def passes_report(model: GenexpModel, cfg: Any, batch: Batch, device: torch.devi
 
 
 def run(overrides: list[str], methods: list[str] | None, iters: int, warmup: int, textbook: bool,
-        passes: bool = False) -> dict[str, Any]:
-    from genexp.train.setup import compile_head, prepare, setup_run
+        passes: bool = False, compiled: bool = False) -> dict[str, Any]:
+    from genexp.train.setup import prepare, setup_run
 
     cfg = compose(overrides)
     device = prepare(cfg)
     torch.backends.cudnn.benchmark = True
     setup = setup_run(cfg, device)  # the data, split, model and batches `genexp train` would use
-    compile_head(cfg, setup.model)
-    todo = methods_to_time(cfg, overrides, methods, textbook)
+    todo = methods_to_time(cfg, overrides, methods, textbook, compiled)
     l, u = cfg.batch_size, cfg.unlabeled_batch_size
     # One fixed batch for every method: two draws of ragged text can differ several-fold in cost.
     fixed = setup.source.next(0, True)
-    timers = [MethodTimer(setup.model, method, cfg, setup.source, fixed, device, setup.amp) for _, method in todo]
+    timers = [MethodTimer(setup.model, method, cfg, setup.source, fixed, device, setup.amp, c) for _, method, c in todo]
     time_interleaved(timers, iters, warmup)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     report = {"dataset": cfg.dataset.name, "model": cfg.model.name, "device": gpu or "cpu",
@@ -273,12 +286,12 @@ def print_table(report: dict[str, Any]) -> None:
              f"median of {report['iters']} after {report['warmup']} warm-up")
     t = Table(title=title)
     for col in ("method", "ms/step", "ms/step with data", "× supervised", "floor ×", "× floor", "samples/s",
-                "peak MiB"):
+                "peak MiB", "compile s"):
         t.add_column(col, justify="left" if col == "method" else "right")
     for r in report["rows"]:
         t.add_row(r["method"], fmt(r["ms"], ".2f"), fmt(r["ms_with_data"], ".2f"), fmt(r["ratio"], ".2f"),
                   fmt(r["floor"], ".2f"), fmt(r["ratio_to_floor"], ".3f"), fmt(r["samples_per_s"], ",.0f"),
-                  fmt(r["peak_mem_mb"], ",.0f"))
+                  fmt(r["peak_mem_mb"], ",.0f"), fmt(r.get("compile_s"), ".1f"))
     console = Console(width=max(120, Console().width))
     console.print(t)
     if "passes" in report:
@@ -304,13 +317,15 @@ def main(argv: list[str]) -> int:
                    help="also time a textbook VAT port that calls loss.backward() in the power iteration")
     p.add_argument("--passes", action="store_true",
                    help="also time each pass of the cost model alone (bare torch calls): per-unit cost at l and u rows")
+    p.add_argument("--compiled", action="store_true",
+                   help="also time each method's step compiled whole (compile=true; its compile time shown apart)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     try:
         if args.iters <= 0 or args.warmup < 0:
             raise GenexpError("--iters must be > 0 and --warmup >= 0")
         report = run(args.overrides, args.methods.split(",") if args.methods else None, args.iters, args.warmup,
-                     args.textbook, args.passes)
+                     args.textbook, args.passes, args.compiled)
     except GenexpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from genexp.data.split import Split, drawn_split_seed
 from genexp.errors import GenexpError
-from genexp.methods.base import Method
+from genexp.methods.base import Batch, Method
 from genexp.models.batchnorm import recalibrated
 from genexp.runs.files import atomic_write, atomic_write_json, atomic_write_text
 from genexp.runs.progress import TrainProgress
@@ -33,9 +33,10 @@ from genexp.train import distributed
 from genexp.train.batches import train_step
 from genexp.train.build import build_method, build_optimizer
 from genexp.train.checkpoint import check_belongs, load_checkpoint, rng_state, run_id, save_checkpoint, set_rng_state
+from genexp.train.compiled import LossFn, step_loss
 from genexp.train.distributed import Dist
 from genexp.train.interrupt import Interrupted, StopOnSignal
-from genexp.train.setup import RunSetup, Subset, compile_head, prepare, setup_run
+from genexp.train.setup import RunSetup, Subset, prepare, setup_run
 
 log = logging.getLogger("genexp")
 CHECKPOINT = "checkpoint.pt"
@@ -137,6 +138,8 @@ class Session:
     ema: Any  # torch.optim.swa_utils.AveragedModel, or None
     params: list
     started: float
+    loss: LossFn  # the method's loss as each step calls it: compiled or not
+    compiled: str  # why the loss is (not) compiled
     writer: Any = None  # TensorBoard's SummaryWriter (rank 0)
 
     @property
@@ -162,9 +165,16 @@ def build_session(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist,
     if cfg.get("eval_ema"):
         ema = torch.optim.swa_utils.AveragedModel(
             run.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.eval_ema), use_buffers=True)
-    compile_head(cfg, run.model)  # after the EMA's copy
     params = [p for p in run.model.parameters() if p.requires_grad]
-    return Session(cfg, run_dir, d, device, run, method, optimizer, scheduler, ema, params, started)
+    loss, why = step_loss(cfg.get("compile"), method, run.model, probe_batch(run),
+                          None if run.step_flops is None else run.step_flops * cfg.steps)
+    return Session(cfg, run_dir, d, device, run, method, optimizer, scheduler, ema, params, started, loss, why)
+
+
+def probe_batch(run: RunSetup) -> Batch:
+    """Two training rows as a batch of both kinds: what `Method.compiles` decides on."""
+    x, mask = run.train.x[:2], None if run.train.mask is None else run.train.mask[:2]
+    return Batch(x_l=x, y_l=run.train.y[:2], mask_l=mask, x_u=x, mask_u=mask)
 
 
 def resume(s: Session, path: Path, preloaded: dict | None) -> Loop:
@@ -302,6 +312,9 @@ def log_setup(s: Session) -> None:
     log.info("%s | %s | %s | labels=%d unlabelled=%d val=%d test=%d | %d params | %s%s", cfg.dataset.name,
              cfg.model.name, cfg.method.name, len(split.labeled), len(split.unlabeled), len(split.val),
              len(s.run.test), s.run.n_params, s.device, f" x{s.d.world}" if s.d.enabled else "")
+    if s.device.type == "cpu" and s.run.threads is not None:
+        log.info("cpu_threads=%d (%s)", s.run.threads.threads, s.run.threads.reason)
+    log.info("compiled step: %s", s.compiled)
 
 
 def stopping(s: Session, stop: StopOnSignal, done: int) -> bool:
@@ -343,7 +356,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
         for step in range(loop.step, cfg.steps):
             batch = s.run.source.next(step, s.method.uses_unlabeled)
             out = train_step(s.model, s.method, s.optimizer, batch, amp=s.run.amp, params=s.params, d=d,
-                             grad_clip=cfg.grad_clip)
+                             grad_clip=cfg.grad_clip, loss=s.loss)
             s.scheduler.step()
             if s.ema is not None:
                 s.ema.update_parameters(s.model)
@@ -424,9 +437,22 @@ def result_record(s: Session, loop: Loop, base: dict[str, Any]) -> dict[str, Any
             **{f"{k}_final": v for k, v in last.items() if k.startswith("train_") and k != "train_acc"},
             "n_labeled": len(split.labeled),
             "n_unlabeled": len(split.unlabeled), "n_val": len(split.val), "n_test": len(s.run.test),
-            "n_params": s.run.n_params, "wall_time_s": time.time() - s.started + loop.wall_before,
+            "n_params": s.run.n_params, **threads_record(s), **compile_record(s),
+            "wall_time_s": time.time() - s.started + loop.wall_before,
             "train_time_s": loop.train_time, "step_time_ms": 1000 * loop.train_time / s.cfg.steps,
             "step_time_ms_median": statistics.median(loop.step_times) if loop.step_times else None}
+
+
+def threads_record(s: Session) -> dict[str, Any]:
+    """How many CPU threads the run used and why (cpu_threads=auto's choice): CPU runs only."""
+    if s.device.type != "cpu" or s.run.threads is None:
+        return {}
+    return {"threads": s.run.threads.threads, "threads_reason": s.run.threads.reason}
+
+
+def compile_record(s: Session) -> dict[str, Any]:
+    """Whether the step was compiled and why; how many steps ran eagerly all the same."""
+    return {"compiled": s.compiled, "eager_steps": getattr(s.loss, "eager_steps", None)}
 
 
 def base_record(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist) -> dict[str, Any]:

@@ -6,6 +6,7 @@ the device, the data and its split, the placed model, and the batches it is trai
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 from contextlib import nullcontext
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +26,9 @@ from genexp.train import distributed
 from genexp.train.batches import BatchSource
 from genexp.train.build import build_dataset, build_model, declared
 from genexp.train.distributed import Dist
+from genexp.train.threads import ThreadChoice, apply_threads, choose_threads, forward_flops
 
+log = logging.getLogger("genexp")
 DEVICE_NAMES = "auto, cpu, cuda, cuda:<index> or mps"
 
 
@@ -129,16 +133,25 @@ def resolve_device(name: str, d: Dist | None = None) -> torch.device:
     return torch.device(name)
 
 
-def set_cpu_threads(cfg: DictConfig, device: torch.device, n_params: int | None = None) -> None:
-    """`cpu_threads`: an int (applied at once), or auto = one intra-op thread for models under 5M
-    parameters on CPU (applied once `n_params` is known)."""
-    threads = cfg.get("cpu_threads")
-    if threads not in (None, "auto"):
-        torch.set_num_threads(int(threads))
-    elif threads == "auto" and device.type == "cpu" and n_params is not None and n_params < 5e6:
-        # Small models are a stream of tiny ops: extra intra-op threads only add synchronisation,
-        # and when another process holds a core their spin-waits make steps 10-100x slower.
-        torch.set_num_threads(1)
+def set_cpu_threads(cfg: DictConfig, device: torch.device, step_flops: float | None = None) -> ThreadChoice:
+    """Apply `cpu_threads` (train/threads.py: auto splits the cores between jobs side by side and
+    gives small steps one thread, once `step_flops` is known)."""
+    return apply_threads(choose_threads(cfg.get("cpu_threads"), device, step_flops))
+
+
+def step_flops(cfg: DictConfig, model: torch.nn.Module, train: "Subset", preprocess: Any) -> float | None:
+    """Forward FLOPs of one training step's rows (labelled, plus unlabelled when the method uses
+    them): what `cpu_threads=auto` and `compile=auto` size their choice by. None where it cannot be counted."""
+    if not len(train.x):
+        return None
+    uses_unlabeled = getattr(hydra.utils.get_class(cfg.method._target_), "uses_unlabeled", False)
+    rows = cfg.batch_size + (cfg.unlabeled_batch_size if uses_unlabeled else 0)
+    x = train.x[:2] if preprocess is None else preprocess(train.x[:2])
+    try:
+        return forward_flops(model, x, None if train.mask is None else train.mask[:2]) * rows
+    except Exception as e:  # a model FlopCounterMode cannot trace: the cores' share, no size rule
+        log.debug("counting FLOPs failed (%s): cpu_threads=auto ignores the step's size", e)
+        return None
 
 
 def seed_everything(seed: int) -> None:
@@ -182,14 +195,6 @@ def autocast_for(device: torch.device, amp: Any) -> Any:
     return nullcontext
 
 
-def compile_head(cfg: DictConfig, model: Any) -> None:
-    """`compile=true`: methods call embed/head directly (perturbations enter between them), so the
-    head is what is compiled. Call it after any copy of the model (an EMA) is taken, which must not
-    share the compiled function."""
-    if cfg.get("compile", False):
-        model.head = torch.compile(model.head)
-
-
 @dataclass
 class Subset:
     """Examples on the device: inputs, labels and text masks (None for non-text data)."""
@@ -214,6 +219,8 @@ class RunSetup:
     channels_last: bool
     amp: Any
     source: BatchSource
+    threads: ThreadChoice | None = None  # what cpu_threads resolved to, and why
+    step_flops: float | None = None  # forward FLOPs of a training step's rows
 
 
 def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, split_file: Path | None = None
@@ -243,7 +250,8 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
 
     model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
     n_params = sum(p.numel() for p in model.parameters())
-    set_cpu_threads(cfg, device, n_params)
+    flops = step_flops(cfg, model, train, data.preprocess)
+    threads = set_cpu_threads(cfg, device, flops)
     if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 3 + d.rank)
@@ -252,4 +260,5 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
                          unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed, generator=gen,
                          preprocess=data.preprocess, augment=data.augment, d=d, channels_last=channels_last)
     return RunSetup(data=data, split=split, train=train, val=val, test=test, model=model, n_params=n_params,
-                    channels_last=channels_last, amp=autocast_for(device, cfg.amp), source=source)
+                    channels_last=channels_last, amp=autocast_for(device, cfg.amp), source=source,
+                    threads=threads, step_flops=flops)
