@@ -23,6 +23,8 @@ def batchnorms(module: nn.Module | None) -> list[nn.modules.batchnorm._BatchNorm
     A model's layers are fixed once built, so the cache is keyed on the module object."""
     if module is None:
         return []
+    if torch.compiler.is_compiling():  # traced once into the graph: a cache would add guards on its contents
+        return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     bns = _BN_CACHE.get(module)
     if bns is None:
         bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
