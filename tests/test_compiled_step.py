@@ -15,9 +15,12 @@ from genexp.train.setup import prepare, setup_run
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def setup(*overrides: str):
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def setup(*overrides: str, device: str = "cpu"):
     cfg = train_cfg("method=vat", "labels=50", "batch_size=16", "unlabeled_batch_size=32", "model.widths=[32,32]",
-                    "device=cpu", "cpu_threads=1", *overrides)
+                    f"device={device}", "cpu_threads=1", "amp=false", *overrides)
     device = prepare(cfg, Dist())
     run = setup_run(cfg, device, Dist(), None)
     method = build_method(cfg)
@@ -32,9 +35,10 @@ def loss_and_grads(model, loss_fn, batch):
     return out.loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batchnorm", [True, False])  # two passes with frozen statistics / one fused pass
-def test_compiled_vat_step_matches_eager(batchnorm):
-    cfg, run, method = setup(f"model.batchnorm={str(batchnorm).lower()}")
+def test_compiled_vat_step_matches_eager(batchnorm, device):
+    cfg, run, method = setup(f"model.batchnorm={str(batchnorm).lower()}", device=device)
     batch = run.source.next(0, True)
     state = batch.generator.get_state()
     eager_model, compiled_model = run.model, copy.deepcopy(run.model)
@@ -51,8 +55,9 @@ def test_compiled_vat_step_matches_eager(batchnorm):
         torch.testing.assert_close(b_c.float(), b_e.float(), rtol=1e-5, atol=1e-6)
 
 
-def test_compiled_step_does_not_recompile_across_steps():
-    cfg, run, method = setup("model.batchnorm=true")
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_step_does_not_recompile_across_steps(device):
+    cfg, run, method = setup("model.batchnorm=true", device=device)
     optimizer, _ = build_optimizer(cfg, run.model)
     params = [p for p in run.model.parameters() if p.requires_grad]
     compiled = CompiledLoss(method)
