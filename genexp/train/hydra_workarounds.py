@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genexp.errors import TRACEBACK_ENV
 from genexp.train import distributed
+from genexp.train.threads import PARALLEL_ENV
 
 SUBDIR_ENV = "GENEXP_HYDRA_SUBDIR"
 NO_SUBDIR = "hydra.output_subdir=null"
@@ -29,9 +30,10 @@ NO_SUBDIR = "hydra.output_subdir=null"
 
 @contextmanager
 def hydra_environment() -> Iterator[None]:
-    """The environment variables `hydra_argv` sets are for this command only: an in-process caller
-    (a test) gets its environment back, or a later subprocess would inherit HYDRA_FULL_ERROR=1."""
-    saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", TRACEBACK_ENV, SUBDIR_ENV)}
+    """The environment variables `hydra_argv` and the sweep guard (PARALLEL_ENV) set are for this
+    command only: an in-process caller (a test) gets its environment back, or a later subprocess
+    would inherit HYDRA_FULL_ERROR=1."""
+    saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", TRACEBACK_ENV, SUBDIR_ENV, PARALLEL_ENV)}
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ submitit) has none: it gets a Sweep of its own, whose records its parent never r
 """
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -29,6 +30,7 @@ from genexp.train.hydra_workarounds import NO_SUBDIR, remove_if_empty
 from genexp.train.interrupt import SweepSignals, exit_code
 from genexp.train.run_dir import no_resume
 from genexp.train.sweep_objective import maximise_objective
+from genexp.train.threads import PARALLEL_ENV, launcher_parallelism
 
 
 class Refused(BaseException):
@@ -140,6 +142,9 @@ class SweepGuard(Callback):
         sweep.created = not sweep_dir.exists()
         if "joblib" in str(config.hydra.launcher.get("_target_", "")):
             interrupt.use_signal_aware_joblib()
+        # How many jobs will share this machine's cores: each job's cpu_threads=auto takes its share
+        # (the workers inherit the environment; the command restores it when it ends).
+        os.environ[PARALLEL_ENV] = str(launcher_parallelism(config.hydra.launcher))
         single = [n for n in ("result.json", "config.yaml", "checkpoint.pt") if (sweep_dir / n).exists()]
         if single:
             raise Refused(f"hydra.sweep.dir={sweep_dir} holds a single run ({single[0]}): choose another "
