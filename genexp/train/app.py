@@ -25,9 +25,9 @@ from genexp.train import distributed
 from genexp.train.hydra_workarounds import SUBDIR_ENV, HeldFileLogs, hydra_argv, hydra_environment, remove_if_empty, undo_chdir
 from genexp.train.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, SweepSignals, exit_code
 from genexp.train.job import Job, JobFailed, begin_hook, report_done, report_failure, report_interrupted, run_job
-from genexp.train.sweep import Refused, Sweep, SweepGuard, current_sweep
+from genexp.train.sweep import Refused, Sweep, current_sweep
 
-__all__ = ("main", "hydra_train", "SweepGuard", "SUBDIR_ENV", "TRACEBACK_ENV")  # SweepGuard: configs/train.yaml names it here
+__all__ = ("main", "hydra_train", "SUBDIR_ENV", "TRACEBACK_ENV")
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
