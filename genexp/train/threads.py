@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 PARALLEL_ENV = "GENEXP_PARALLEL_JOBS"
-# Forward FLOPs per training step (labelled + unlabelled rows) above which a lone run's step was
-# faster on all cores than on one, on the 2-core machine of docs/RESULTS.md.
-MIN_FLOPS_FOR_THREADS = 2e8
+# Forward FLOPs per training step (labelled + unlabelled rows) from which a lone run takes every core:
+# the smallest step measured (3.2e7, the digits MLP) was already 1.36x faster on 2 cores than on 1
+# (scripts/thread_rule.py, docs/RESULTS.md); below 1e7 nothing was measured.
+MIN_FLOPS_FOR_THREADS = 1e7
 
 
 @dataclass(frozen=True)
