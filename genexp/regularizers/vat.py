@@ -109,7 +109,7 @@ def finite_difference_step(xi: Xi, x: Tensor, mask: Tensor | None = None) -> flo
 
     The finite difference f(x + ξd) − f(x) loses ξd entirely once ξd is below the resolution of x:
     with Miyato's ξ = 1e-6 in float32 the 'dominant direction' is rounding noise (cosine ≈ 0
-    with the float64 one on digits and on a WRN; tests/test_regularizers.py). √ε·‖x‖ is the
+    with the float64 one on digits and on a WRN; tests/regularizers/test_regularizers.py). √ε·‖x‖ is the
     textbook step that balances truncation and rounding error (≈ 3.5e-4·‖x‖ in float32, 0.03·‖x‖
     where CUDA runs float32 on TF32 tensor cores).
     """

@@ -33,7 +33,7 @@ from genexp.models.mlp import MLP
 from genexp.regularizers.divergence import kl_from_logits
 from genexp.train.build import build_method
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "genexp" / "configs" / "method"
+CONFIG_DIR = Path(trainer.__file__).parents[1] / "configs" / "method"
 ALL_METHODS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 TRAINABLE_ON_DIGITS = [m for m in ALL_METHODS if m != "vat_embedding_matrix"]
 F64 = torch.float64

@@ -66,7 +66,7 @@ def test_bad_amp_is_one_line(tmp_path, value):
 
 def test_vat_trains_under_cpu_bf16(tmp_path):
     """amp=bf16 on CPU through a whole run with BatchNorm, hidden noise and BatchNorm re-estimation
-    (the packed LSTM's run: tests/test_models.py)."""
+    (the packed LSTM's run: tests/models/test_models.py)."""
     from genexp.train.loop import train
 
     cfg = train_cfg("method=vat", "amp=bf16", "device=cpu", "cpu_threads=1", "steps=3", "eval_every=3", "progress=false",
