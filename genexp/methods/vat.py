@@ -27,7 +27,7 @@ from genexp.methods.base import Batch, LabelledPass, Method, StepOutput
 from genexp.methods.views import View, clean_logits, unlabelled_view
 from genexp.models.base import GenexpModel
 from genexp.models.batchnorm import couples_batch
-from genexp.models.mlp import GaussianNoise
+from genexp.models.layers import draws_random
 from genexp.regularizers.entropy import entropy_loss
 from genexp.regularizers.graph import detached
 from genexp.regularizers.rng_replay import RngReplay
@@ -139,12 +139,6 @@ class VAT(Method):
     def load_state_dict(self, state: dict) -> None:
         if state:
             self.directions, self.seen = state["directions"], state["seen"]
-
-
-def draws_random(model: torch.nn.Module) -> bool:
-    """Whether the model's training forward draws random numbers (dropout, hidden-layer noise)."""
-    return any((isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
-               or (isinstance(m, GaussianNoise) and m.std > 0) for m in model.modules())
 
 
 def fusable(model: GenexpModel, batch: Batch) -> bool:

@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-_BN_CACHE: weakref.WeakKeyDictionary[nn.Module, list[nn.modules.batchnorm._BatchNorm]] = weakref.WeakKeyDictionary()
+from genexp.models.layers import layers_of
 
 
 def batchnorms(module: nn.Module | None) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers of `module`, cached (a WRN has ~100 modules and every step asks).
-    A model's layers are fixed once built, so the cache is keyed on the module object."""
-    if module is None:
-        return []
-    if torch.compiler.is_compiling():  # traced once into the graph: a cache would add guards on its contents
-        return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    bns = _BN_CACHE.get(module)
-    if bns is None:
-        bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        _BN_CACHE[module] = bns
-    return bns
+    """The BatchNorm layers of `module`, looked up once per model (models/layers.py)."""
+    return [] if module is None else layers_of(module, (nn.modules.batchnorm._BatchNorm,))  # type: ignore[return-value]
 
 
 def couples_batch(module: nn.Module) -> bool:

@@ -154,6 +154,12 @@ def step_flops(cfg: DictConfig, model: torch.nn.Module, train: "Subset", preproc
         return None
 
 
+def sized_by_flops(cfg: DictConfig, device: torch.device) -> bool:
+    """Whether a choice left to `auto` depends on the step's FLOPs (counting them costs a traced
+    forward at start-up): threads on a CPU, or whether to compile."""
+    return (device.type == "cpu" and cfg.get("cpu_threads", "auto") in (None, "auto")) or cfg.get("compile", "auto") == "auto"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -250,7 +256,7 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
 
     model, channels_last = place_model(build_model(cfg, data), device, data.input_shape)
     n_params = sum(p.numel() for p in model.parameters())
-    flops = step_flops(cfg, model, train, data.preprocess)
+    flops = step_flops(cfg, model, train, data.preprocess) if sized_by_flops(cfg, device) else None
     threads = set_cpu_threads(cfg, device, flops)
     if d.enabled and device.type == "cuda" and cfg.get("sync_bn", True):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
