@@ -22,8 +22,12 @@ def test_bench_json_reports_ratios_and_floor(tmp_path):
         assert r["ms"] > 0 and r["ms_with_data"] > 0 and r["samples_per_s"] > 0 and r["peak_mem_mb"] > 0
     # --passes: each pass of the cost model timed alone, with its rows and forward units
     passes = {p["pass"]: p for p in report["passes"]}
-    assert [(p["rows"], p["units"]) for p in passes.values()] == [(16, 48), (16, None), (32, 32), (32, 64), (32, 96)]
+    assert [(p["rows"], p["units"]) for p in passes.values()] == [(16, 48), (16, None), (32, 32), (32, 64), (32, 96), (32, 96)]
     assert all(p["ms"] > 0 for p in passes.values()) and report["passes_floor"] > 1
+    t = {name: p["ms"] for name, p in passes.items()}
+    genexp_s = sum(t.values()) - t["forward + backward (input and weights)"]
+    port_s = genexp_s - t["forward + gradient w.r.t. the input only"] + t["forward + backward (input and weights)"]
+    assert abs(report["port_passes_ratio"] - port_s / genexp_s) < 1e-9
 
 
 def test_bench_bad_override_is_one_line(tmp_path):
