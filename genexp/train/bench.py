@@ -253,8 +253,8 @@ def passes_report(model: GenexpModel, cfg: Any, batch: Batch, device: torch.devi
     # when nothing but the passes themselves costs (one power iteration, no shared pass).
     port = extra - t["forward + gradient w.r.t. the input only"] + t["forward + backward (input and weights)"]
     # The port's passes over genexp's: the most that skipping weight gradients in the power
-    # iteration can gain here. The cost model says 10/9 for l = u; hardware where a weight
-    # gradient costs less than an input gradient allows less.
+    # iteration can gain here. The cost model prices those weight gradients at one forward unit
+    # per row (10/9 for l = u); hardware where they cost less allows less.
     return {"passes": passes, "passes_floor": (base + extra) / base, "port_passes_ratio": (base + port) / (base + extra)}
 
 
