@@ -25,6 +25,9 @@ def _array(z, name: str, key: str) -> np.ndarray:
     except ValueError as e:  # object arrays need pickle, which we never allow
         raise GenexpError(f"{key}: array {name!r} holds Python objects (it would need unpickling, which genexp "
                           f"never does): save it as a numeric or string array ({e})") from None
+    except (EOFError, OSError, zipfile.BadZipFile) as e:  # a damaged member (bad CRC, cut short): bad input, not a crash
+        raise GenexpError(f"{key}: array {name!r} is damaged ({(str(e).splitlines() or [''])[0]}): save the file "
+                          f"again with numpy.savez") from None
 
 
 def _features(x: np.ndarray, name: str, key: str) -> np.ndarray:
@@ -44,8 +47,14 @@ def load_npz(path: str | None = None, test_fraction: float = 0.2, test_seed: int
     p = user_path(path, key, "your .npz file with arrays x and y")
     try:
         z = np.load(p, allow_pickle=False)
+    except EOFError:  # numpy's word for a 0-byte file: an input error like any other unreadable file
+        raise GenexpError(f"{key}={path} is empty (0 bytes): save your arrays with numpy.savez(path, x=..., y=...)"
+                          ) from None
     except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise GenexpError(f"{key}={path} is not a readable .npz file ({e}): save it with numpy.savez") from None
+        # numpy takes any file without the zip or .npy magic for a pickle and suggests allow_pickle:
+        # advice that would let the file run code, so it is left out
+        why = "neither a zip nor a .npy file" if "allow_pickle" in str(e) else str(e)
+        raise GenexpError(f"{key}={path} is not a readable .npz file ({why}): save it with numpy.savez") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise GenexpError(f"{key}={path} is a single .npy array, not an .npz: save it with numpy.savez(path, x=..., y=...)")
     with z:
@@ -57,10 +66,11 @@ def load_npz(path: str | None = None, test_fraction: float = 0.2, test_seed: int
         if ("x_test" in names) != ("y_test" in names):
             have, lack = ("x_test", "y_test") if "x_test" in names else ("y_test", "x_test")
             raise GenexpError(f"{key}={path} has {have!r} but no {lack!r}: save both or neither")
-        x = _features(_array(z, "x", key), "x", key)
-        y = _array(z, "y", key)
-        x_test = _features(_array(z, "x_test", key), "x_test", key) if "x_test" in names else None
-        y_test = _array(z, "y_test", key) if "y_test" in names else None
+        where = f"{key}={path}"
+        x = _features(_array(z, "x", where), "x", key)
+        y = _array(z, "y", where)
+        x_test = _features(_array(z, "x_test", where), "x_test", key) if "x_test" in names else None
+        y_test = _array(z, "y_test", where) if "y_test" in names else None
     for xs, ys, nx, ny in ((x, y, "x", "y"), (x_test, y_test, "x_test", "y_test")):
         if xs is None:
             continue
