@@ -2,12 +2,16 @@
 plots) and a chunked SHA-256."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
+
+# Free bytes below which a write that failed without an OSError is taken for a full disk.
+FULL_BELOW = 1 << 16
 
 
 def current_umask() -> int:
@@ -40,9 +44,35 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        failed_write = _write_error(e, path)  # before the temp file goes: it may be what filled the disk
         Path(tmp).unlink(missing_ok=True)
+        if failed_write is not None:
+            raise failed_write from e
         raise
+
+
+def _write_error(e: BaseException, path: Path) -> OSError | None:
+    """The OSError behind a writer's own error, or None. torch's zip writer reports a write that
+    failed (a full disk) as RuntimeError "enforce fail ... unexpected pos", keeping the OSError at
+    most as the exception's context: a run's record should say "No space left on device"."""
+    if isinstance(e, OSError) or not isinstance(e, Exception):
+        return None
+    cause = e.__cause__ or e.__context__
+    for _ in range(8):  # a few links are plenty, and a cycle cannot hang
+        if cause is None or isinstance(cause, OSError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError):
+        return OSError(cause.errno, cause.strerror or str(cause), str(path))
+    if isinstance(e, RuntimeError):
+        try:  # the OSError was swallowed: a disk with next to nothing left still explains the failure
+            st = os.statvfs(path.parent)
+        except OSError:
+            return None
+        if st.f_bavail * st.f_frsize < FULL_BELOW:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -3,6 +3,10 @@ written; a full disk is recorded as a full disk; a kill mid-write leaves nothing
 next session. Runs go through `genexp train` in this process (conftest's `in_process`), tiny."""
 from __future__ import annotations
 
+import errno
+import io
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +42,36 @@ def test_empty_or_damaged_npz_is_refused_and_writes_nothing(tmp_path, in_process
     (line,) = _err_lines(capsys)
     assert line.startswith("error: dataset.path") and str(data.name) in line
     assert _files(tmp_path) == before  # no run dir, failed or otherwise
+
+
+# b -------------------------------------------------------------------------------------------
+
+class _NearlyFullDisk(io.FileIO):
+    """A file on a disk with `free` bytes left, as write(2) behaves there: a short write, then ENOSPC."""
+
+    free = 2000
+
+    def write(self, b) -> int:
+        room = self.free - self.tell()
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(memoryview(b)[:room])
+
+
+def test_full_disk_during_a_checkpoint_is_recorded_as_a_full_disk(tmp_path, in_process, capsys, monkeypatch):
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *a, **k):  # genexp's own temp files for checkpoints and best.pt land on the full disk
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".checkpoint.pt." in name or ".best.pt." in name:
+            return io.BufferedWriter(_NearlyFullDisk(fd, "wb"))
+        return real_fdopen(fd, *a, **k)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    assert in_process(*TINY, "hydra.run.dir=run") == 1
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    (line,) = _err_lines(capsys)
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    for said in (line, record["reason"]):
+        assert "No space left on device" in said and "enforce fail" not in said, said
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
