@@ -6,9 +6,10 @@ import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 # Free bytes below which a write that failed without an OSError is taken for a full disk.
 FULL_BELOW = 1 << 16
@@ -73,6 +74,17 @@ def _write_error(e: BaseException, path: Path) -> OSError | None:
         if st.f_bavail * st.f_frsize < FULL_BELOW:
             return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return None
+
+
+def temp_files(directory: Path, names: Iterable[str]) -> list[Path]:
+    """The temp files atomic_write makes for `names` in `directory` (not below it): left behind only
+    by a kill mid-write (SIGKILL, a power cut), which no `except` outlives."""
+    # mkstemp's names: prefix, 8 characters of [a-z0-9_], suffix (as atomic_write calls it)
+    pattern = re.compile("|".join(re.escape(f".{n}.") + r"[a-z0-9_]{8}\.tmp" for n in names))
+    try:
+        return sorted(p for p in directory.iterdir() if pattern.fullmatch(p.name) and not p.is_dir())
+    except OSError:
+        return []
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

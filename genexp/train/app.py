@@ -25,6 +25,7 @@ from genexp.train import distributed
 from genexp.train.hydra_workarounds import SUBDIR_ENV, HeldFileLogs, hydra_argv, hydra_environment, remove_if_empty, undo_chdir
 from genexp.train.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, SweepSignals, exit_code
 from genexp.train.job import Job, JobFailed, begin_hook, report_done, report_failure, report_interrupted, run_job
+from genexp.train.run_dir import remove_stale_temps
 from genexp.train.sweep import Refused, Sweep, current_sweep
 
 __all__ = ("main", "hydra_train", "SUBDIR_ENV", "TRACEBACK_ENV")
@@ -36,14 +37,22 @@ def hydra_train(cfg: DictConfig) -> float | None:
     undo_chdir(hc)
     hydra_dir = Path(hc.runtime.output_dir)
     held_logs = HeldFileLogs()
-    job = Job(hydra_dir, hc.mode == RunMode.MULTIRUN, run_dir=hydra_dir, sweep=current_sweep(),
-              state=begin_hook(held_logs.write))
+    job = Job(hydra_dir, hc.mode == RunMode.MULTIRUN, run_dir=hydra_dir, sweep=current_sweep())
+
+    def begun() -> None:
+        held_logs.write()
+        if job.d.is_main:  # every refusal is behind: the dir may change now (job.run_dir is the decided one)
+            remove_stale_temps(job.run_dir)
+
+    job.state = begin_hook(begun)
     stop = StopOnSignal(sweep=job.sweep.signals if job.multirun else None)
     try:
         with stop, held_logs:
             if stop.signum is not None:  # the sweep was stopped before this job began: start nothing
                 raise Interrupted(stop.signum, 0, cfg.steps)
             result = run_job(cfg, job, stop)
+        if job.state.begun and job.d.is_main:
+            remove_stale_temps(job.run_dir)  # a completed run leaves none, whenever they were left
         return report_done(job, result)
     except Interrupted as e:
         report_interrupted(job, e)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,8 +17,15 @@ from typing import Any, NamedTuple
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.errors import GenexpError
+from genexp.runs.files import temp_files
 from genexp.runs.record import Status, read_result
 from genexp.train.claim import CLAIM_FILE, Claim, claim
+
+log = logging.getLogger(__name__)
+
+# The files of a run dir that genexp writes with atomic_write: a kill mid-write leaves a temp file
+# of one of these (`.checkpoint.pt.<8 characters>.tmp`), and nothing else of genexp's.
+ATOMIC_FILES = ("checkpoint.pt", "best.pt", "result.json", "metrics.jsonl", "error.log", "split.json")
 
 
 class AlreadyComplete(Exception):
@@ -223,3 +231,15 @@ def clear_attempt(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Remove the temp files a kill mid-write left in `run_dir` (genexp's own, of ATOMIC_FILES, in
+    that dir only). Called once the run has begun, under the dir's claim: no writer of this run has
+    one open, and a refusal before that point leaves the dir as it was."""
+    for p in temp_files(run_dir, ATOMIC_FILES):
+        try:
+            p.unlink()
+            log.info("removed %s, left by a write that was killed", p.name)
+        except FileNotFoundError:
+            pass

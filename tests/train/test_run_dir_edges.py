@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,34 @@ def test_full_disk_during_a_checkpoint_is_recorded_as_a_full_disk(tmp_path, in_p
     for said in (line, record["reason"]):
         assert "No space left on device" in said and "enforce fail" not in said, said
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+# c -------------------------------------------------------------------------------------------
+
+def _killed_write(directory: Path, name: str) -> Path:
+    """What SIGKILL during atomic_write leaves: its temp file, named as atomic_write names it."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    os.write(fd, b"PK\x03\x04 half a checkpoint")
+    os.close(fd)
+    return Path(tmp)
+
+
+def test_resume_removes_the_temp_files_of_a_killed_write_and_only_those(tmp_path, in_process, capsys):
+    assert in_process(*TINY, "hydra.run.dir=run") == 0
+    run = tmp_path / "run"
+    record = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps({**record, "status": "running"}))  # killed: resumable
+    stale = [_killed_write(run, n) for n in ("checkpoint.pt", "checkpoint.pt", "best.pt", "result.json")]
+    others = [run / "notes.tmp", run / ".mydata.abcdefgh.tmp", run / ".checkpoint.pt.toolong123.tmp",
+              tmp_path / ".checkpoint.pt.abcdefgh.tmp"]  # a user's files; genexp's pattern outside the run dir
+    (run / "tb").mkdir(exist_ok=True)
+    others.append(_killed_write(run / "tb", "checkpoint.pt"))  # below the run dir: not the run's own
+    for p in others[:-1]:
+        p.write_text("keep")
+
+    assert in_process("resume=run", "steps=5") == 2  # refused: the dir is left as it was, temp files too
+    assert all(p.exists() for p in stale + others)
+    capsys.readouterr()
+    assert in_process("resume=run") == 0
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in others)
+    assert json.loads((run / "result.json").read_text())["status"] == "completed"
