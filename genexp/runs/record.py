@@ -33,6 +33,13 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def is_run_record(record: dict[str, Any]) -> bool:
+    """A result.json written by `genexp train`: every one holds a status of its own and names its
+    dataset, model and method from the start. Another tool's result.json (or an unreadable one) does not."""
+    return (record.get("status") in (Status.RUNNING, Status.COMPLETED, Status.FAILED, Status.INTERRUPTED)
+            and all(isinstance(record.get(k), str) for k in ("dataset", "model", "method")))
+
+
 def append_jsonl(path: Path, obj: dict) -> None:
     """Append one line; if the write fails (a full disk), cut the file back to where it was, so a
     half line never makes the file unreadable for a resume."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from genexp.errors import GenexpError
 from genexp.runs.files import atomic_write
-from genexp.runs.record import Status
+from genexp.runs.record import Status, is_run_record
 from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric, safe_name
 
 CURVE_METRICS = ("val_acc", "test_acc")
@@ -217,8 +217,18 @@ def main(argv: list[str]) -> int:
             raise GenexpError("--curves is empty: give metrics.jsonl keys, e.g. --curves val_acc,test_acc")
         metric = parse_metric(args.metric)
         results = load_results(args.dirs)
+        where = ", ".join(map(str, args.dirs))
         if not results:
-            raise GenexpError(f"no result.json under {', '.join(map(str, args.dirs))}: run genexp train first")
+            raise GenexpError(f"no result.json under {where}: run genexp train first")
+        runs = [r for r in results if is_run_record(r)]
+        if not runs:  # another tool's dir: nothing of genexp's to draw, and no chart written into it
+            raise GenexpError(f"no genexp run under {where}: its {len(results)} result.json "
+                              f"file{'s are' if len(results) > 1 else ' is'} not genexp train's (no status, dataset, "
+                              f"model and method); pass the run or sweep dirs genexp train wrote (default outputs/)")
+        if len(runs) < len(results):
+            print(f"note: {len(results) - len(runs)} result.json under {where} not written by genexp train (or "
+                  f"unreadable): not plotted", file=sys.stderr)
+        results = runs
         completed = [r for r in results if r.get("status") == Status.COMPLETED]
         if completed and not any(metric.value(r) is not None for r in completed):
             raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric test_acc or test_err")

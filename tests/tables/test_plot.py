@@ -115,3 +115,23 @@ def test_runs_that_tables_keep_apart_are_separate_lines(tmp_path, capsys, monkey
     assert "runs differ in steps" in err
     assert legends and all(len(lg) == 2 for lg in legends), legends
     assert any("steps=100" in t for t in legends[0]) and any("steps=300" in t for t in legends[0])
+
+
+@pytest.mark.parametrize("records", [['{"score": 0.9, "status": "completed"}', '{"accuracy": 0.8}'],
+                                     ['[1, 2]', '{not json'], ['{"score": 0.9}']])
+def test_a_dir_without_genexp_runs_is_refused_and_left_alone(tmp_path, capsys, records):
+    # Issue 34: another tool's result.json files used to give exit 0 and an empty chart in their dir.
+    for i, text in enumerate(records):
+        (tmp_path / "theirs" / str(i)).mkdir(parents=True)
+        (tmp_path / "theirs" / str(i) / "result.json").write_text(text)
+    before = sorted(tmp_path.rglob("*"))
+    assert plot.main([str(tmp_path / "theirs")]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1 and lines[0].startswith("error: no genexp run under"), err
+    assert sorted(tmp_path.rglob("*")) == before
+
+    fabricate(tmp_path / "theirs" / "ours", with_metrics=False)  # mixed in: only genexp's runs are drawn
+    assert plot.main([str(tmp_path / "theirs"), "--out", str(tmp_path / "png")]) == 0
+    assert pngs(tmp_path / "png") == ["labels_digits_mlp_test_acc.png"]
+    assert f"{len(records)} result.json" in capsys.readouterr().err
