@@ -11,6 +11,7 @@ import hashlib
 import json
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     (GenexpError) without torch's own message, which suggests `weights_only=False`: advice that would
     let the file run code."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about what it finds in the file (a raw pickle's protocol, a TorchScript
+            # archive) before it fails on it: genexp's verdict below is the one line a user sees
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()]
         if not lines:  # damaged bytes, not a refused object: unreadable, and torch's advice stays out

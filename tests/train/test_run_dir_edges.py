@@ -7,11 +7,13 @@ import errno
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import genexp
 
 TINY = ["steps=4", "eval_every=2", "checkpoint_every=2", "progress=false", "cpu_threads=1", "labels=20"]
 
@@ -107,3 +109,27 @@ def test_resume_removes_the_temp_files_of_a_killed_write_and_only_those(tmp_path
     assert in_process("resume=run") == 0
     assert not any(p.exists() for p in stale) and all(p.exists() for p in others)
     assert json.loads((run / "result.json").read_text())["status"] == "completed"
+
+
+# e -------------------------------------------------------------------------------------------
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_a_raw_pickle_checkpoint_is_refused_in_one_line_without_torch_warnings(tmp_path, in_process, capsys):
+    assert in_process(*TINY, "hydra.run.dir=run") == 0
+    run = tmp_path / "run"
+    record = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps({**record, "status": "running"}))
+    with open(run / "checkpoint.pt", "wb") as f:  # pickle.dump, not torch.save: no zip, protocol 5
+        pickle.dump({"model": _Payload(), "optimizer": {}, "loop": {}}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    r = genexp("train", "resume=run", cwd=tmp_path)  # a process of its own: torch's warnings print once there
+    assert r.returncode == 2
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    line = r.stderr.strip()
+    assert line.startswith("error: resume=run:") and "checkpoint" in line and "weights_only=False" not in line
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "pwned.txt").exists()
