@@ -31,6 +31,9 @@ class Dataset:
     preprocess: Callable[[Tensor], Tensor] | None = None
     # Applied to training batches only, after preprocess: (x, generator) -> x.
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    # The named views a method may ask for beyond the plain batch (genexp.data.views: weak, strong):
+    # image datasets declare them; features and text have none.
+    views: dict[str, Any] = field(default_factory=dict)
     # Set by the text encoders (genexp.data.text) when they turn texts into token ids: the model's
     # data-dependent constructor arguments (vocab_encode: vocab_size, token_counts) and the
     # vocabulary (id -> token; vocab_encode only).

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genexp.data.augment import image_augment
+from genexp.data.augment import TranslateFlip, image_augment
 from genexp.data.dataset import Dataset, as_long
 from genexp.data.preprocess import IMAGE_NORMALIZATIONS, image_preprocess
 from genexp.data.userdata import split_test, user_path
+from genexp.data.views import image_views
 from genexp.errors import GenexpError
 
 
@@ -103,4 +104,6 @@ def load_imagefolder(root: str | None = None, test_root: str | None = None, unla
     pre = image_preprocess(x, normalize, zca_epsilon, cache_dir=None)
     return Dataset(name="imagefolder", x_train=x.contiguous(), y_train=as_long(y), x_test=x_test.contiguous(),
                    y_test=as_long(y_test), num_classes=len(classes), class_names=classes, val_size=val_size,
-                   preprocess=pre, augment=image_augment(augment, translate, flip, padding_mode))
+                   preprocess=pre, augment=image_augment(augment, translate, flip, padding_mode),
+                   views=image_views(TranslateFlip(int(translate), bool(flip), padding_mode), max_value=255.0,
+                                     digits=False))

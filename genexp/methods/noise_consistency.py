@@ -37,7 +37,8 @@ class NoiseConsistency(Method):
         self.sigma, self.samples, self.include_labeled = sigma, samples, include_labeled
         self.track_gp = bool(track_gp)
 
-    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device,
+              num_unlabeled: int | None = None) -> None:
         if self.track_gp and batchnorms(model):
             raise GenexpError("method.track_gp=true computes exact per-sample Jacobians and cannot run a model with "
                               "BatchNorm: use a model without BatchNorm or set method.track_gp=false")

@@ -57,7 +57,8 @@ class VAT(Method):
         self.seen: Tensor | None = None
         self.num_train = 0
 
-    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device,
+              num_unlabeled: int | None = None) -> None:
         self.num_train = num_train
 
     def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:

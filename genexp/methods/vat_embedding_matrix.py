@@ -54,7 +54,8 @@ class VATEmbeddingMatrix(Method):
         raise GenexpError(f"{type(model).__name__}.embedding_layer() is not a registered submodule: "
                           f"register it (self.<name> = the nn.Embedding) or use method=vat")
 
-    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device) -> None:
+    def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device,
+              num_unlabeled: int | None = None) -> None:
         self.matrix_name(model)  # fail before training, with one line
 
     @staticmethod

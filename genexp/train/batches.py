@@ -6,6 +6,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from genexp.data.views import PLAIN, ViewAugment
+from genexp.errors import GenexpError
 from genexp.methods.base import Batch, Method, StepOutput
 from genexp.models.base import GenexpModel
 from genexp.train import distributed
@@ -24,30 +26,52 @@ class BatchSource:
                  batch_size: int, unlabeled_batch_size: int, seed: int, generator: torch.Generator,
                  preprocess: Callable[[Tensor], Tensor] | None = None,
                  augment: Callable[[Tensor, torch.Generator], Tensor] | None = None, d: Dist | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, views: dict[str, ViewAugment] | None = None) -> None:
         self.x, self.y, self.mask = x, y, mask
         self.lab = IndexStream(labeled, batch_size, seed=seed * 1000 + 1)
         self.unl = IndexStream(unlabeled, unlabeled_batch_size, seed=seed * 1000 + 2)
         self.generator, self.preprocess, self.augment = generator, preprocess, augment
         self.d = d or Dist()
         self.channels_last = channels_last
+        # `plain` is what every batch gets: preprocess, then the dataset's augment (when on).
+        self.views = {PLAIN: ViewAugment(after=augment), **(views or {})}
+
+    def require(self, views: tuple[str, ...], method: str, dataset: str) -> None:
+        """Refuse (one line) a method whose views the dataset does not declare, before training."""
+        missing = [v for v in views if v not in self.views]
+        if missing:
+            have = sorted(v for v in self.views if v != PLAIN)
+            why = f"it has only {', '.join(have)}" if have else \
+                "its inputs are not images: features and text have no image augmentations"
+            raise GenexpError(f"method={method} needs the {'/'.join(missing)} view of unlabelled examples (random "
+                              f"image augmentation), which dataset={dataset} does not have ({why}): use an image "
+                              f"dataset (digits, mnist, cifar10, imagefolder) or a method without augmentation (vat, "
+                              f"pseudo_label, mean_teacher)")
+
+    def _view(self, name: str, stored: Tensor) -> Tensor:
+        x = self.views[name](stored, self.generator, self.preprocess)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def _take(self, stream: IndexStream) -> tuple[Tensor, Tensor, Tensor | None]:
         idx = stream.next()[self.d.rank::self.d.world].to(self.x.device, non_blocking=True)
-        x = self.x[idx]
-        if self.preprocess is not None:
-            x = self.preprocess(x)
-        if self.augment is not None:
-            x = self.augment(x, self.generator)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return idx, x, None if self.mask is None else self.mask[idx]
+        return idx, self.x[idx], None if self.mask is None else self.mask[idx]
 
-    def next(self, step: int, unlabeled: bool) -> Batch:
+    def next(self, step: int, unlabeled: bool, views: tuple[str, ...] = ()) -> Batch:
+        """The step's labelled batch (plain) and, when `unlabeled`, its unlabelled batch: the plain
+        input as `x_u` when `views` is empty, else each named view of the same rows in `u_views`
+        (and `x_u` only when `plain` is among them)."""
         il, xl, ml = self._take(self.lab)
-        batch = Batch(x_l=xl, y_l=self.y[il], mask_l=ml, idx_l=il, step=step, generator=self.generator)
+        batch = Batch(x_l=self._view(PLAIN, xl), y_l=self.y[il], mask_l=ml, idx_l=il, step=step,
+                      generator=self.generator)
         if unlabeled:
-            batch.idx_u, batch.x_u, batch.mask_u = self._take(self.unl)
+            batch.idx_u, stored, batch.mask_u = self._take(self.unl)
+            if not views:
+                batch.x_u = self._view(PLAIN, stored)
+            else:
+                batch.u_views = {name: self._view(name, stored) for name in views}
+                batch.x_u = batch.u_views.get(PLAIN)
         return batch
 
     def state_dict(self) -> dict[str, Any]:

@@ -159,7 +159,9 @@ def build_session(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist,
     method = build_method(cfg)
     if method.text_only and run.train.mask is None:
         raise GenexpError(f"method={cfg.method.name} works on text models only: use a text dataset and model")
-    method.setup(run.model, num_classes=run.data.num_classes, num_train=len(run.train), device=device)
+    run.source.require(method.views, cfg.method.name, cfg.dataset.name)
+    method.setup(run.model, num_classes=run.data.num_classes, num_train=len(run.train), device=device,
+                 num_unlabeled=len(run.split.unlabeled))
     optimizer, scheduler = build_optimizer(cfg, run.model)
     ema = None
     if cfg.get("eval_ema"):
@@ -354,7 +356,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     interval_start = time.perf_counter()
     with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=loop.step) as progress:
         for step in range(loop.step, cfg.steps):
-            batch = s.run.source.next(step, s.method.uses_unlabeled)
+            batch = s.run.source.next(step, s.method.uses_unlabeled, s.method.views)
             out = train_step(s.model, s.method, s.optimizer, batch, amp=s.run.amp, params=s.params, d=d,
                              grad_clip=cfg.grad_clip, loss=s.loss)
             s.scheduler.step()

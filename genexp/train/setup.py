@@ -264,7 +264,8 @@ def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, spli
     source = BatchSource(train.x, train.y, train.mask, torch.as_tensor(split.labeled),
                          torch.as_tensor(split.unlabeled), batch_size=cfg.batch_size,
                          unlabeled_batch_size=cfg.unlabeled_batch_size, seed=cfg.seed, generator=gen,
-                         preprocess=data.preprocess, augment=data.augment, d=d, channels_last=channels_last)
+                         preprocess=data.preprocess, augment=data.augment, d=d, channels_last=channels_last,
+                         views=data.views)
     return RunSetup(data=data, split=split, train=train, val=val, test=test, model=model, n_params=n_params,
                     channels_last=channels_last, amp=autocast_for(device, cfg.amp), source=source,
                     threads=threads, step_flops=flops)
