@@ -22,7 +22,15 @@ from omegaconf import DictConfig
 
 from genexp.errors import TRACEBACK_ENV, one_line, show_tracebacks
 from genexp.train import distributed
-from genexp.train.hydra_workarounds import SUBDIR_ENV, HeldFileLogs, hydra_argv, hydra_environment, remove_if_empty, undo_chdir
+from genexp.train.hydra_workarounds import (
+    SUBDIR_ENV,
+    HeldFileLogs,
+    blame_dir_interpolation,
+    hydra_argv,
+    hydra_environment,
+    remove_if_empty,
+    undo_chdir,
+)
 from genexp.train.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, SweepSignals, exit_code
 from genexp.train.job import Job, JobFailed, begin_hook, report_done, report_failure, report_interrupted, run_job
 from genexp.train.run_dir import remove_stale_temps
@@ -92,7 +100,7 @@ def main(args: list[str]) -> int:
         except Exception as e:
             if show_tracebacks():
                 raise
-            print(f"error: {one_line(e)}", file=sys.stderr)
+            print(f"error: {blame_dir_interpolation(e) or one_line(e)}", file=sys.stderr)
             return 2
         finally:
             if scratch is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -157,3 +158,39 @@ class HeldFileLogs:
         self.records = []
         for h in self.handlers:
             h.removeFilter(self)
+
+
+DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
+
+
+def _raw(node: Any, key: str) -> Any:
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def blame_dir_interpolation(e: BaseException) -> str | None:
+    """For an interpolation that fails while Hydra names the run dir, the one line that names the
+    key the user wrote (`labels=${oc.env:NOPE}`), not `hydra.run.dir`: the dir's name uses the key,
+    so Hydra resolves it first. None when the error is another one, or the dir's own."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    parent = getattr(e, "parent_node", None)
+    if not isinstance(e, OmegaConfBaseException) or getattr(e, "full_key", None) not in DIR_KEYS or parent is None:
+        return None
+    try:
+        root = parent._get_root()
+        raw = OmegaConf.to_container(root, resolve=False)
+    except Exception:
+        return None
+    # ${labels}, ${dataset.name}: the config keys the dir's name is made of (not ${now:...} or ${hydra.job.num})
+    for key in re.findall(r"\$\{([A-Za-z_][\w.]*)\}", str(_raw(raw, e.full_key))):
+        if key.startswith("hydra."):
+            continue
+        try:
+            OmegaConf.select(root, key, throw_on_resolution_failure=True)
+        except Exception as inner:
+            why = (str(getattr(inner, "msg", None) or inner).splitlines() or [""])[0]
+            return (f"{key}={_raw(raw, key)} does not resolve ({why}): set {key} to a value, or define what it "
+                    f"refers to (nothing was written)")
+    return None

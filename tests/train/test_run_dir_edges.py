@@ -133,3 +133,21 @@ def test_a_raw_pickle_checkpoint_is_refused_in_one_line_without_torch_warnings(t
     assert line.startswith("error: resume=run:") and "checkpoint" in line and "weights_only=False" not in line
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "pwned.txt").exists()
+
+
+# f -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,key", [("labels=${oc.env:GENEXP_TEST_UNSET}", "labels"),
+                                          ("seed=${no_such_key}", "seed"),
+                                          ("method.name=${oc.env:GENEXP_TEST_UNSET}", "method.name")])
+def test_an_interpolation_in_the_run_dir_name_is_blamed_on_the_key_written(tmp_path, in_process, capsys,
+                                                                            monkeypatch, override, key):
+    monkeypatch.delenv("GENEXP_TEST_UNSET", raising=False)
+    for multirun in ([], ["-m", "hydra.sweep.dir=sweep"]):
+        assert in_process(*multirun, *TINY, override) == 2
+        lines = [ln for ln in _err_lines(capsys) if not ln.startswith("[")]  # a sweep's Hydra log lines aside
+        assert len(lines) == 1, lines
+        line = lines[0]
+        assert line.startswith(f"error: {override} does not resolve") and f"set {key} to a value" in line, line
+        assert "hydra." not in line
+        assert _files(tmp_path) == []
