@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import pickle
 from pathlib import Path
+from typing import Any
 
 from genexp.errors import GenexpError
 
@@ -55,21 +57,42 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_pretrained(kind: str, name_or_path: str, **kwargs):
+def load_pretrained(kind: str, name_or_path: str, num_labels: int | None = None, dtype: Any = None,
+                    hidden_dropout_prob: float | None = None, attn_implementation: str | None = None) -> Any:
     """AutoTokenizer (`kind="tokenizer"`), AutoModelForSequenceClassification (`kind="model"`) or
-    the bare AutoModel without a classifier (`kind="encoder"`, for frozen features)."""
+    the bare AutoModel without a classifier (`kind="encoder"`, for frozen features).
+
+    Only the architectures transformers ships are built: a folder or hub repo that brings its own
+    Python (`auto_map` in its config) is refused, never imported, as trust_remote_code is always
+    False. Its arguments are named one by one, not `**kwargs` passed to from_pretrained: a config
+    (a shared run dir's included) could otherwise set trust_remote_code, weights_only=False (torch's
+    full unpickler) or any other loading switch."""
     import transformers
 
+    classes = {"tokenizer": transformers.AutoTokenizer, "model": transformers.AutoModelForSequenceClassification,
+               "encoder": transformers.AutoModel}
+    if kind not in classes:
+        raise GenexpError(f"load_pretrained: kind={kind!r} is unknown: use tokenizer, model or encoder")
     path = resolve_name_or_path(name_or_path)
     local_only = offline() or Path(path).is_dir()
-    cls = {"tokenizer": transformers.AutoTokenizer, "model": transformers.AutoModelForSequenceClassification,
-           "encoder": transformers.AutoModel}[kind]
+    # None means "the checkpoint's own": only what the caller set overrides it.
+    options = {k: v for k, v in (("num_labels", num_labels), ("dtype", dtype), ("hidden_dropout_prob", hidden_dropout_prob),
+                                 ("attn_implementation", attn_implementation)) if v is not None}
+    if kind == "tokenizer" and options:
+        raise GenexpError(f"load_pretrained: {', '.join(options)} apply to a model, not to kind=tokenizer")
     try:
         with _quiet_transformers():
-            return cls.from_pretrained(path, local_files_only=local_only, **kwargs)
+            return classes[kind].from_pretrained(path, local_files_only=local_only, trust_remote_code=False, **options)
+    except pickle.UnpicklingError:
+        raise GenexpError(f"model.name_or_path={name_or_path}: its weights file holds more than tensors, so torch "
+                          f"refused to unpickle it (weights_only=True): use a copy with model.safetensors") from None
     except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "trust_remote_code" in str(e) or "custom code" in str(e):
+            raise GenexpError(f"model.name_or_path={name_or_path}: the {kind} needs its own Python code (auto_map in "
+                              f"its config), which genexp never runs: use a model whose architecture transformers "
+                              f"ships") from None
         where = ("HF_HUB_OFFLINE=1 and it is not in the Hugging Face cache: run once online, or set "
                  "model.name_or_path=<local folder> or minilm") if offline() and not Path(path).is_dir() else \
             "set model.name_or_path=<local folder with config.json>, a hub name, or minilm"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GenexpError(f"model.name_or_path={name_or_path}: could not load the {kind} ({first[:200]}): {where}") from None

@@ -42,6 +42,12 @@ LIBRARIES = {"genexp", "torch", "torchvision", "numpy", "pandas", "scipy", "skle
              "hydra", "omegaconf", "transformers", "datasets", "huggingface_hub", "safetensors", "yaml", "filelock"}
 
 
+# Keys of a `_target_` node that Hydra reads itself, and keys of a group's node that the build reads
+# and removes before instantiating the rest (see build_dataset, build_model, build_method).
+HYDRA_KEYS = frozenset({"_target_", "_args_", "_partial_", "_recursive_", "_convert_"})
+BUILD_KEYS = {"dataset": ("name", "max_features"), "model": ("name", "text_encoder", *FROZEN_KEYS), "method": ("name",)}
+
+
 def config_targets(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     """(key path, value) of every `_target_` in a resolved config, nested nodes and lists included."""
     if isinstance(node, dict):
@@ -54,6 +60,37 @@ def config_targets(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from config_targets(v, f"{path}[{i}]")
+
+
+def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
+    """(key path, mapping) of every mapping with a `_target_` in a resolved config, nested ones included."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield path, node
+        for k, v in node.items():
+            yield from target_nodes(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from target_nodes(v, f"{path}[{i}]")
+
+
+def keyword_refusal(obj: Any, node: dict, path: str) -> str | None:
+    """Why the keys of `node` may not be passed to `obj`, or None if they may: each must be a
+    parameter `obj` names. A `**kwargs` catch-all admits nothing more: behind one, a loader passes
+    keys on to a library (from_pretrained's trust_remote_code) that a run dir must not reach."""
+    try:
+        params = list(inspect.signature(obj).parameters.values())
+    except (TypeError, ValueError):
+        return "has no signature to check the config's keys against"
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = [k for k in node if k not in HYDRA_KEYS and k not in named and k not in BUILD_KEYS.get(path, ())]
+    if unknown:
+        return f"sets {unknown[0]!r}, which it does not declare"
+    args = node.get("_args_", [])
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not isinstance(args, list) or (len(args) > len(positional) and not any(p.kind == p.VAR_POSITIONAL for p in params)):
+        return "passes more positional arguments (_args_) than it declares"
+    return None
 
 
 def _genexp_callable(obj: Any) -> bool:
@@ -112,7 +149,11 @@ def target_refusal(target: Any, allow_modules: Iterable[str] = (), chosen: Itera
 
 def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chosen: Iterable[str] = ()) -> None:
     """Refuse (one line, before anything is instantiated) a config read from `source` that names a
-    `_target_` the user did not choose: see `target_refusal`."""
+    `_target_` the user did not choose (see `target_refusal`), or passes one of genexp's or
+    torch.optim's targets a key it does not declare (see `keyword_refusal`). The arguments of the
+    user's own code (allow_targets, or named by the command's config) are left to that code."""
+    from hydra._internal.utils import _locate
+
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     allow, chosen = list(allow_modules), set(chosen)
     for key, target in config_targets(container):
@@ -124,6 +165,19 @@ def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chos
                 if top and top not in LIBRARIES and top not in sys.stdlib_module_names else \
                 "a run dir may name only genexp's and torch.optim's classes: do not resume it"
             raise GenexpError(f"{source}: {key}={target!r} {why}, so it is not run: {fix} (nothing was changed)")
+    for path, node in target_nodes(container):
+        target = node["_target_"]
+        if not target.startswith(("genexp.", "torch.optim.")):
+            continue
+        try:
+            obj = _locate(target)
+        except Exception:  # a target the command's own config names, as this run dir does, that does not import
+            raise GenexpError(f"{source}: {path}._target_={target!r} does not import: fix the config or reinstall "
+                              f"genexp (nothing was changed)") from None
+        why = keyword_refusal(obj, node, path)
+        if why is not None:
+            raise GenexpError(f"{source}: {path or '<root>'} ({target}) {why}, so it is not run: a run dir may pass "
+                              f"a target only the arguments it names; do not resume it (nothing was changed)")
 
 
 def declared(cfg: DictConfig) -> DictConfig:
@@ -157,7 +211,8 @@ def build_dataset(cfg: DictConfig) -> Dataset:
     cfg = declared(cfg)
     node = without_name(cfg.dataset)
     # `max_features` configures the TF-IDF encoding below, not the loader.
-    node.pop("max_features", None)
+    for key in BUILD_KEYS["dataset"]:
+        node.pop(key, None)
     data: Dataset = _instantiate(node, "dataset")
     if data.is_text and isinstance(data.x_train, list):
         encoder = cfg.model.text_encoder
@@ -179,8 +234,7 @@ def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:
     if is_frozen(cfg.model):
         return frozen_head(cfg.model, data)
     node = without_name(cfg.model)
-    node.pop("text_encoder", None)
-    for key in FROZEN_KEYS:
+    for key in BUILD_KEYS["model"]:
         node.pop(key, None)
     factory = _instantiate(node, "model", _partial_=True)
     # Data-dependent constructor arguments a text encoder hands over (e.g. the vocabulary size
