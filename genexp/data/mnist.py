@@ -24,7 +24,6 @@ import hashlib
 import importlib.metadata
 import logging
 import os
-import pickle
 import zipfile
 import zlib
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from genexp.data.augment import TranslateFlip, image_augment
 from genexp.data.dataset import Dataset, as_long
 from genexp.data.preprocess import Scale
+from genexp.data.safe_pickle import READ_ERRORS, ArrayOnlyUnpickler
 from genexp.data.views import image_views
 from genexp.errors import GenexpError
 from genexp.runs.files import atomic_write, sha256_file
@@ -59,33 +59,6 @@ def packaged_pickle() -> Path:
     return path
 
 
-def _numpy_reconstruct():
-    # numpy 2 moved numpy.core to numpy._core; the pickle names the old module.
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-class ArrayOnlyUnpickler(pickle.Unpickler):
-    """Resolves only the names a pickled numpy array needs; anything else (os.system, eval,
-    builtins) is refused before it can be called."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-        ("numpy", "ndarray"): lambda: np.ndarray,
-        ("numpy", "dtype"): lambda: np.dtype,
-    }
-
-    def find_class(self, module: str, name: str):
-        factory = self.ALLOWED.get((module, name))
-        if factory is None:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return factory()
-
-
 def sha256_of(path: Path) -> str:
     return sha256_file(path)
 
@@ -106,7 +79,7 @@ def read_mnist_pickle(path: Path, sha256: str) -> tuple[np.ndarray, np.ndarray, 
     try:
         with gzip.open(path, "rb") as f:
             parts = ArrayOnlyUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except READ_ERRORS as e:
         raise GenexpError(f"{path} is not an MNIST array pickle ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
                           f"genexp only reads numpy arrays from it") from None
     try:
