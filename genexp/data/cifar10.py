@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from genexp.data.augment import image_augment
+from genexp.data.augment import TranslateFlip, image_augment
 from genexp.data.dataset import Dataset, as_long
 from genexp.data.preprocess import IMAGE_NORMALIZATIONS, image_preprocess
 from genexp.data.safe_pickle import READ_ERRORS, load_arrays
+from genexp.data.views import image_views
 from genexp.errors import GenexpError
 
 FOLDER = "cifar-10-batches-py"
@@ -151,4 +152,6 @@ def load_cifar10(root: str = "~/.cache/genexp/data", download: bool = False, ver
     pre = image_preprocess(x_train, normalize, zca_epsilon, cache_dir=cache)
     return Dataset(name="cifar10", x_train=x_train, y_train=as_long(y_train), x_test=x_test, y_test=as_long(y_test),
                    num_classes=num_classes, class_names=classes, val_size=val_size, preprocess=pre,
-                   augment=image_augment(augment, translate, flip, padding_mode))
+                   augment=image_augment(augment, translate, flip, padding_mode),
+                   views=image_views(TranslateFlip(int(translate), bool(flip), padding_mode), max_value=255.0,
+                                     digits=False))
