@@ -6,6 +6,11 @@ run dir with an exclusive lock on `.genexp.lock` inside it (flock: the kernel dr
 process dies, SIGKILL included, so a lock that is held means a live run, and a lock file left by
 a killed run is free to take). Every check of what the dir holds happens under the claim. The
 claim file is removed on release, so a finished run dir holds no trace of it.
+
+A sweep claims its sweep dir the same way (genexp.train.sweep), for the whole command: a second
+sweep into that dir is refused while the first runs. Each of the sweep's jobs, in whatever
+process it runs, adds its run dir as a line to that claim file (`add_note`): the sweep's last line
+counts those runs alone, not a run someone else started into a subdir meanwhile.
 """
 from __future__ import annotations
 
@@ -39,6 +44,13 @@ class Claim:
     def path(self) -> Path:
         return self.run_dir / CLAIM_FILE
 
+    def notes(self) -> list[str]:
+        """The lines added to the claim file since it was claimed (`add_note`), in order."""
+        try:
+            return self.path.read_text().splitlines()[1:]  # the first is the holder's stamp
+        except OSError:
+            return []
+
     def release(self) -> None:
         if self.fd < 0:
             return
@@ -53,15 +65,15 @@ class Claim:
 
 def _holder(path: Path) -> str:
     try:
-        text = path.read_text().strip()
+        lines = path.read_text().splitlines()
     except OSError:
         return "another genexp process"
-    return text or "another genexp process"
+    return (lines[0].strip() if lines else "") or "another genexp process"
 
 
-def _busy(run_dir: Path, path: Path) -> GenexpError:
+def _busy(run_dir: Path, path: Path, option: str) -> GenexpError:
     return GenexpError(f"{run_dir} is in use by a running genexp job ({_holder(path)}): wait for it to end, or "
-                       f"choose another hydra.run.dir (nothing was changed)")
+                       f"choose another {option} (nothing was changed)")
 
 
 def _stale(run_dir: Path, path: Path) -> GenexpError:
@@ -75,8 +87,9 @@ def _stamp(fd: int) -> None:
              .encode())
 
 
-def claim(run_dir: Path, *, create: bool) -> Claim:
-    """Claim `run_dir` (creating it when `create`), or refuse (GenexpError) if a live job holds it."""
+def claim(run_dir: Path, *, create: bool, option: str = "hydra.run.dir") -> Claim:
+    """Claim `run_dir` (creating it when `create`), or refuse (GenexpError) if a live job holds it
+    (`option`: what the refusal tells the user to change)."""
     path = run_dir / CLAIM_FILE
     if fcntl is None:
         return _claim_exclusive(run_dir, create)
@@ -97,7 +110,7 @@ def claim(run_dir: Path, *, create: bool) -> Claim:
         except OSError as e:
             if e.errno in _BUSY:
                 os.close(fd)
-                raise _busy(run_dir, path) from None
+                raise _busy(run_dir, path, option) from None
             # No flock here (some network filesystems): the exclusive create above is the claim.
             if created:
                 _stamp(fd)
@@ -112,7 +125,7 @@ def claim(run_dir: Path, *, create: bool) -> Claim:
             _stamp(fd)
             return Claim(run_dir, fd)
         os.close(fd)  # we locked a file its holder removed on release: start over
-    raise _busy(run_dir, path)
+    raise _busy(run_dir, path, option)
 
 
 def _claim_exclusive(run_dir: Path, create: bool) -> Claim:
@@ -127,3 +140,18 @@ def _claim_exclusive(run_dir: Path, create: bool) -> Claim:
         raise _stale(run_dir, path) from None
     _stamp(fd)
     return Claim(run_dir, fd)
+
+
+def add_note(claimed_dir: Path, note: str) -> None:
+    """Add the line `note` to the claim file of `claimed_dir` (see the module's docstring). Without
+    a claim file there (its holder has ended) nothing is written: a claim file is never created here."""
+    try:
+        fd = os.open(claimed_dir / CLAIM_FILE, os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return
+    try:  # one write of one short line with O_APPEND: lines of parallel jobs do not interleave
+        os.write(fd, f"{note}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

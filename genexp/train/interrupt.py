@@ -12,6 +12,14 @@ signal on to the worker processes of the joblib launcher (each saves and records
 above) and waits for them; a process that has had a signal starts no further job of the sweep
 (its `SweepSignals`), and every job that stopped raises `JobInterrupted`, so that the parent exits
 130/143 once every worker has saved, printing the command that finishes the sweep.
+
+A sweep's parent that dies without passing a signal on (SIGKILL, the OOM killer) cannot stop
+its joblib workers, so each watches its parent (`watch_parent`): once the parent is gone, the
+worker stops as on SIGTERM (its run saves a checkpoint and records `interrupted`; resume=true
+into the sweep dir continues it), then exits, and loky's resource tracker, whose last users
+the workers were, exits with them. The watch compares os.getppid() with the parent's pid, which
+changes when the parent dies on Linux and macOS (the orphan is re-parented). Not on Windows,
+where getppid() keeps the dead parent's pid: there the workers are left running as before.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -79,6 +88,9 @@ class JobInterrupted(Exception):
         self.signum, self.run_dir = signum, run_dir
 
 
+_running = 0  # jobs of this process inside their StopOnSignal: saving, when stopped, happens in there
+
+
 class StopOnSignal:
     """While entered, SIGINT/SIGTERM (and SIGUSR2 when a Python handler already owns it) set `signum`.
 
@@ -99,6 +111,8 @@ class StopOnSignal:
             self.sweep.note(signum)
 
     def __enter__(self) -> "StopOnSignal":
+        global _running
+        _running += 1
         if threading.current_thread() is not threading.main_thread():
             return self
         for name in SIGNALS:
@@ -115,9 +129,11 @@ class StopOnSignal:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        global _running
         for sig, prev in self.previous.items():
             signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
         self.previous = {}
+        _running -= 1
 
     def chain(self, signum: int) -> None:
         """Hand a signal we took over from a Python handler (not SIGINT's default) back to it."""
@@ -126,8 +142,8 @@ class StopOnSignal:
             prev(signum, None)
 
 
-def worker_init() -> None:
-    """Run by each joblib (loky) worker as it starts.
+def worker_init(parent: int | None = None) -> None:
+    """Run by each joblib (loky) worker as it starts (`parent`: the sweep's parent process, watched).
 
     Its own process group keeps a Ctrl-C at the terminal (SIGINT to the foreground group) from
     reaching it besides the copy the parent forwards, which would count as a second signal and
@@ -142,6 +158,32 @@ def worker_init() -> None:
     noted = SweepSignals()  # the worker's: its handler keeps it, and its jobs find it there
     for name in FORWARDED:
         signal.signal(getattr(signal, name), noted.handle)
+    if parent is not None:
+        threading.Thread(target=watch_parent, args=(parent, noted), name="genexp-watch-parent", daemon=True).start()
+
+
+POLL_S = 0.5
+
+
+def watch_parent(parent: int, noted: SweepSignals) -> None:
+    """In a joblib worker: once `parent` has died, stop as on SIGTERM and exit (see the module's docstring).
+
+    Not prctl(PR_SET_PDEATHSIG): it fires when the *thread* that started the worker ends (loky
+    starts replacements from its manager thread), and a worker between two jobs only notes a
+    signal; so a thread polls, on every POSIX system.
+    """
+    while os.getppid() == parent:
+        time.sleep(POLL_S)
+    if noted.signum is None:
+        # The job (in the main thread) saves and records `interrupted` as on a forwarded SIGTERM;
+        # a worker that has had a signal already is saving: a second one would stop it unsaved.
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(POLL_S)  # for the handler to run, and a job just taken from the queue to begin
+    while _running:
+        time.sleep(POLL_S)
+    time.sleep(POLL_S)  # for the job's last line (where to resume it)
+    # Nobody is left to take results or give jobs: loky's loop would wait for its idle timeout.
+    os._exit(exit_code(noted.signum or signal.SIGTERM))
 
 
 def use_signal_aware_joblib() -> None:
@@ -154,6 +196,8 @@ def use_signal_aware_joblib() -> None:
         def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: Any = None, require: Any = None,
                       idle_worker_timeout: Any = None, **kwargs: Any) -> int:
             kwargs.setdefault("initializer", worker_init)
+            # equal for every batch of the sweep, so that loky reuses its workers
+            kwargs.setdefault("initargs", (os.getpid(),))
             return super().configure(n_jobs, parallel, prefer, require, idle_worker_timeout, **kwargs)
 
     register_parallel_backend("loky", Backend)

@@ -26,7 +26,7 @@ from genexp.train.hydra_workarounds import redirect_file_logs, remove_if_empty, 
 from genexp.train.interrupt import Interrupted, StopOnSignal
 from genexp.train.method_settings import check_method_settings
 from genexp.train.run_dir import AlreadyComplete, Decision, claim_job_dir, clear_attempt, resolve_resume, without_allow
-from genexp.train.sweep import Sweep
+from genexp.train.sweep import Sweep, note_job
 
 
 class JobFailed(Exception):
@@ -88,6 +88,8 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
         if job.d.is_main:
             try:
                 held = claim_job_dir(cfg, job.hydra_dir)
+                if job.multirun and held is not None:
+                    note_job(held.run_dir)
                 decision = resolve_resume(cfg, job.hydra_dir, job.multirun, list(HydraConfig.get().overrides.task))
             except (GenexpError, AlreadyComplete) as e:
                 decision = e

@@ -6,9 +6,16 @@ SweepGuard from the config and calls the jobs itself, so neither can be handed t
 find it in `CURRENT`, a context variable main() sets for the length of the command and resets
 after (its value is never shared between two commands). A job in a worker process (joblib,
 submitit) has none: it gets a Sweep of its own, whose records its parent never reads.
+
+The parent holds the sweep dir's claim (genexp.train.claim) from SweepGuard to the end of the
+command: a second sweep into the dir is refused while it runs (also one with resume=true; a
+sweep that is not running, SIGKILLed included, leaves a claim that is free to take). Every job
+notes its run dir in that claim (`note_job`), from whatever process it runs in, and the last
+line counts those runs alone.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -20,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from genexp.errors import GenexpError
 from genexp.runs.record import Status, read_result
 from genexp.train import interrupt
+from genexp.train.claim import CLAIM_FILE, Claim, add_note, claim
 from genexp.train.hydra_workarounds import NO_SUBDIR, remove_if_empty
 from genexp.train.interrupt import SweepSignals, exit_code
 from genexp.train.run_dir import no_resume
@@ -48,6 +57,8 @@ class Sweep:
     restore: dict[Path, bytes] = field(default_factory=dict)  # earlier files Hydra rewrites, to keep byte-identical
     failed: list[str] = field(default_factory=list)  # run dirs of this process's failed jobs
     outcomes: list[str] = field(default_factory=list)  # this process's jobs: completed / failed / refused
+    claim: Claim | None = None  # the sweep dir's, held by the parent while the command runs
+    runs: list[Path] = field(default_factory=list)  # the run dirs of the sweep's jobs (read when the claim is released)
 
     @contextmanager
     def current(self) -> Iterator[Sweep]:
@@ -63,8 +74,8 @@ class Sweep:
         name = signal.Signals(signum).name if signum is not None else ""
         if self.dir is None or not self.dir.is_dir():
             return f"sweep stopped by {name} before any run started: nothing was written" if signum else None
-        statuses = [(read_result(p.parent) or {}).get("status", Status.UNREADABLE)
-                    for p in sorted(self.dir.rglob("result.json"))]
+        statuses = [(read_result(d) or {}).get("status", Status.UNREADABLE)
+                    for d in sorted(set(self.runs)) if (d / "result.json").exists()]
         counts = {s: statuses.count(s) for s in dict.fromkeys([Status.COMPLETED, Status.FAILED, *statuses])}
         refused = self.outcomes.count("refused")
         if refused:
@@ -86,12 +97,19 @@ class Sweep:
         for path, data in self.restore.items():
             if not path.exists() or path.read_bytes() != data:
                 path.write_bytes(data)
+        emptied = False
         if self.dir is not None and self.created and self.dir.is_dir():
             # Undoes Hydra writing multirun.yaml into a new sweep dir before any job runs: every
             # run refused, it is all that is left; remove it.
-            if [p.name for p in self.dir.iterdir()] == ["multirun.yaml"]:
+            if [p.name for p in self.dir.iterdir() if p.name != CLAIM_FILE] == ["multirun.yaml"]:
                 (self.dir / "multirun.yaml").unlink()
-                remove_if_empty(self.dir)
+                emptied = True
+        if self.claim is not None:
+            self.runs = [Path(json.loads(n)) for n in self.claim.notes() if n.startswith('"')]
+            self.claim.release()
+            self.claim = None
+        if emptied:
+            remove_if_empty(self.dir)
 
     def close(self, code: int, signum: int | None) -> int:
         """Print the sweep's last line and return the command's exit code (`code`: so far; `signum`:
@@ -119,6 +137,13 @@ def current_sweep() -> Sweep:
     return CURRENT.get(None) or Sweep(SweepSignals.installed())
 
 
+def note_job(run_dir: Path) -> None:
+    """In a sweep's job (in any process), once it holds `run_dir`: have the sweep's last line count it."""
+    hc = HydraConfig.get()
+    # JSON: one line whatever the path holds
+    add_note(Path(hc.runtime.cwd) / str(hc.sweep.dir), json.dumps(str(run_dir.absolute())))
+
+
 def sweep_resume_command(sweep: Path) -> str:
     """The sweep's own command (in this, its parent process) with resume=true and its dir: it
     starts the runs that never started, continues interrupted ones, leaves complete ones alone."""
@@ -139,7 +164,12 @@ class SweepGuard(Callback):
             print(f"note: {note}", file=sys.stderr)
         sweep = current_sweep()
         sweep.dir = sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
-        sweep.created = not sweep_dir.exists()
+        existed = sweep_dir.exists()
+        try:  # held until the command ends (Sweep.finish): every check below happens under it
+            sweep.claim = claim(sweep_dir, create=True, option="hydra.sweep.dir")
+        except GenexpError as e:
+            raise Refused(str(e)) from None
+        sweep.created = not existed
         if "joblib" in str(config.hydra.launcher.get("_target_", "")):
             interrupt.use_signal_aware_joblib()
         # How many jobs will share this machine's cores: each job's cpu_threads=auto takes its share

@@ -175,3 +175,71 @@ def test_sigterm_to_a_submitit_local_sweep(tmp_path):
     assert_nothing_left(pids)
     assert len(assert_saved(sweep, "SIGTERM", 2)) >= 1
     assert f"hydra.sweep.dir={sweep}" in err.strip().splitlines()[-1]
+
+
+def test_a_running_sweeps_dir_is_its_own(in_process, capsys, tmp_path):
+    """A second sweep into a running sweep's dir is refused (with or without resume=true; the race
+    of two starting together, deterministically: a dir claimed by a live process), and a run
+    started into a subdir of the sweep is not counted in the sweep's last line."""
+    from genexp.train.claim import claim
+
+    def refused(*args: str) -> str:
+        capsys.readouterr()
+        code = in_process("-m", "seed=0,1", *tiny, *args)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "in use" in lines[0] and "hydra.sweep.dir" in lines[0], (code, lines)
+        return lines[0]
+
+    tiny = ["steps=20", "eval_every=10", "model.widths=[16]", "cpu_threads=1", "progress=false"]
+    held = tmp_path / "held"
+    claimed = claim(held, create=True)  # what a sweep that has just started holds
+    try:
+        before = {p.name: p.read_bytes() for p in held.iterdir()}
+        refused(f"hydra.sweep.dir={held}")
+        assert {p.name: p.read_bytes() for p in held.iterdir()} == before
+    finally:
+        claimed.release()
+
+    sweep = tmp_path / "sw"
+    p = start(["-m", "seed=0,1", "steps=100000", *RUN[1:], f"hydra.sweep.dir={sweep}"], tmp_path)
+    try:
+        wait_until_training(p, sweep, 1, set())
+        refused(f"hydra.sweep.dir={sweep}")
+        refused("resume=true", f"hydra.sweep.dir={sweep}")
+        assert len([d for d in sweep.iterdir() if d.is_dir()]) == 1  # the second sweep started no run
+        assert in_process(*tiny, f"hydra.run.dir={sweep / 'extra'}") == 0
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=180)
+    assert p.returncode == 143, err
+    last = err.strip().splitlines()[-1]
+    assert f"sweep {sweep} stopped by SIGTERM: 0 completed, 0 failed, 1 interrupted;" in last, err
+
+
+def test_sigkill_to_the_parent_of_a_joblib_sweep_stops_its_workers(tmp_path):
+    """Its workers save and record their runs as on SIGTERM, then exit, and so does loky's resource tracker."""
+    from genexp.train.claim import claim
+
+    sweep = tmp_path / "sw"
+    args = ["-m", *JOBLIB, "seed=0,1", *RUN]
+    p = start([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
+    pids: set[int] = set()
+    wait_until_training(p, sweep, 2, pids)
+    pids |= descendants(p.pid)
+    p.kill()
+    p.wait()
+    assert pids, "no worker processes were seen"
+    deadline = time.time() + 20
+    alive = pids
+    while alive and time.time() < deadline:
+        alive = {pid for pid in pids if (s := proc_stat(pid)) is not None and s[0] != "Z"}
+        time.sleep(0.2)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"the sweep's workers (or loky's resource tracker) outlived their parent: {sorted(alive)}"
+    p.stderr.close()
+    p.stdout.close()
+    interrupted = assert_saved(sweep, "SIGTERM", 2)
+    assert len(interrupted) == 2, "a worker did not save its run"
+    # resumable: the claim the killed parent left on the sweep dir is free to take (resume=true does)
+    claim(sweep, create=False, option="hydra.sweep.dir").release()
