@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,84 @@ class Split:
         path.write_text(json.dumps({k: v.tolist() for k, v in asdict(self).items()}))
 
     @classmethod
-    def load(cls, path: Path) -> "Split":
-        raw = json.loads(path.read_text())
-        return cls(**{k: np.asarray(v, dtype=np.int64) for k, v in raw.items()})
+    def load(cls, path: Path, max_bytes: int | None = None) -> "Split":
+        """The split `save` wrote, or a GenexpError: a run dir is data, and its split.json may be
+        anything (a directory, a FIFO, /dev/zero, floats that numpy would truncate)."""
+        return _parse(_read(path, max_bytes), path)
+
+
+SPLIT_KEYS = tuple(f.name for f in fields(Split))
+
+
+def _read(path: Path, max_bytes: int | None) -> bytes:
+    try:
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise GenexpError(f"{path} is not a regular file: restore the run's own split.json, or remove it "
+                              f"(resume then draws the split again from the run's config); nothing was changed")
+        with path.open("rb") as f:
+            return f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except OSError as e:
+        raise GenexpError(f"{path} is unreadable ({e.strerror or type(e).__name__}): restore the run's own "
+                          f"split.json; nothing was changed") from None
+
+
+def _parse(raw: bytes, path: Path) -> Split:
+    def bad(why: str) -> GenexpError:
+        return GenexpError(f"{path} is not a split genexp wrote ({why}): restore the run's own split.json, or remove "
+                           f"it (resume then draws the split again from the run's config); nothing was changed")
+
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise bad("empty" if not raw.strip() else "not JSON") from None
+    if not isinstance(obj, dict) or set(obj) != set(SPLIT_KEYS):
+        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise bad(f"it must be an object with exactly the keys {', '.join(SPLIT_KEYS)}, not {keys}")
+    for key in SPLIT_KEYS:
+        v = obj[key]
+        # bool is an int, and np.asarray would truncate 1.5 to 1: only plain integers are indices.
+        if not isinstance(v, list) or not all(type(i) is int for i in v):
+            raise bad(f"{key} must be a list of integer indices")
+    try:
+        return Split(**{k: np.asarray(obj[k], dtype=np.int64).reshape(-1) for k in SPLIT_KEYS})
+    except OverflowError:
+        raise bad("an index does not fit in 64 bits") from None
+
+
+def check_saved_split(path: Path, drawn: Split, n_rows: int) -> None:
+    """Refuse (GenexpError) a saved split that is not `drawn`, the split the run's config draws
+    from its data: a resumed run must train on the split its record (labels, split_seed, ...)
+    describes, so an edited split.json cannot change its numbers under the same name. Compared
+    exactly, order included: the batch sampler draws positions in these arrays."""
+    expected = json.dumps({k: getattr(drawn, k).tolist() for k in SPLIT_KEYS}).encode()
+    raw = _read(path, 16 * len(expected) + (1 << 20))  # room for any reformatting, not for /dev/zero's worth
+    if raw == expected:
+        return
+    saved = _parse(raw, path)
+    why = _difference(saved, drawn, n_rows)
+    if why is not None:
+        raise GenexpError(f"{path} is not the split this run's config draws ({why}): it was edited, or the data "
+                          f"changed since the run started; restore the run's own split.json, or start a new run; "
+                          f"nothing was changed")
+
+
+def _difference(saved: Split, drawn: Split, n_rows: int) -> str | None:
+    """The first way `saved` differs from `drawn`, in words; None when they are the same."""
+    names = {"labeled": "labelled", "unlabeled": "unlabelled", "val": "validation"}
+    for key in SPLIT_KEYS:
+        out = getattr(saved, key)
+        out = out[(out < 0) | (out >= n_rows)]
+        if len(out):
+            return f"{names[key]} index {out[0]} is outside the {n_rows} training rows"
+    for key in SPLIT_KEYS:
+        if len(getattr(saved, key)) != len(getattr(drawn, key)):
+            return f"{len(getattr(saved, key))} {names[key]} indices where the config draws {len(getattr(drawn, key))}"
+    if np.intersect1d(saved.val, np.concatenate([saved.labeled, saved.unlabeled])).size:
+        return "validation indices inside the training set"
+    for key in SPLIT_KEYS:
+        if not np.array_equal(getattr(saved, key), getattr(drawn, key)):
+            return f"other {names[key]} indices"
+    return None
 
 
 def _val_counts(counts: np.ndarray, val_size: float | int) -> np.ndarray:

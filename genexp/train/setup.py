@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from genexp.data.split import PER_SEED, Split, drawn_split_seed, make_split
+from genexp.data.split import PER_SEED, Split, check_saved_split, drawn_split_seed, make_split
 from genexp.errors import GenexpError
 from genexp.train import distributed
 from genexp.train.batches import BatchSource
@@ -231,19 +231,18 @@ class RunSetup:
 
 def setup_run(cfg: DictConfig, device: torch.device, d: Dist | None = None, split_file: Path | None = None
               ) -> RunSetup:
-    """Build the dataset, its split (read from `split_file` when given: a resumed run keeps the
-    split it recorded), the model placed on `device`, and the batch source. The global RNGs are
-    those `prepare` seeded: the model's initial weights depend on nothing else."""
+    """Build the dataset, its split (drawn from the config; a resumed run's saved `split_file` must
+    be that very split, or it is refused), the model placed on `device`, and the batch source. The
+    global RNGs are those `prepare` seeded: the model's initial weights depend on nothing else."""
     d = d or Dist()
     data = build_dataset(cfg)
-    if split_file is not None and split_file.exists():
-        split = Split.load(split_file)
-    else:
-        check_val_size(data.val_size, int((data.y_train >= 0).sum()))
-        split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes,
-                           split_seed=drawn_split_seed(cfg.split_seed, cfg.seed), val_size=data.val_size,
-                           strategy=cfg.labeled_strategy,
-                           unlabeled_includes_labeled=cfg.unlabeled_includes_labeled)
+    check_val_size(data.val_size, int((data.y_train >= 0).sum()))
+    split = make_split(data.y_train.numpy(), cfg.labels, num_classes=data.num_classes,
+                       split_seed=drawn_split_seed(cfg.split_seed, cfg.seed), val_size=data.val_size,
+                       strategy=cfg.labeled_strategy,
+                       unlabeled_includes_labeled=cfg.unlabeled_includes_labeled)
+    if split_file is not None and (split_file.exists() or split_file.is_symlink()):
+        check_saved_split(split_file, split, len(data.y_train))
     for key in ("batch_size", "unlabeled_batch_size"):
         if cfg[key] % d.world:
             raise GenexpError(f"{key}={cfg[key]} is not divisible by the {d.world} processes: use a multiple")
