@@ -360,7 +360,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compiled", action="store_true",
                    help="also time each method's step compiled whole (compile=true; its compile time shown apart)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = p.parse_args(argv)
+    # Intermixed: `genexp bench method=vat --passes cpu_threads=1` takes overrides on both sides of a
+    # flag, as genexp train does; plain parse_args stops the positional list at the first flag.
+    args = p.parse_intermixed_args(argv)
     try:
         if args.iters <= 0 or args.warmup < 0:
             raise GenexpError("--iters must be > 0 and --warmup >= 0")
