@@ -24,7 +24,7 @@ def main() -> None:
     c = Comparison(pairs=list(zip(runs, base)), confidence=a.confidence, higher_is_better=not a.lower_is_better)
     s = c.summary(2)
     print(f"Δ {s['delta']} {s['ci']} ({100 * a.confidence:g} % interval), {s['pairs']} pairs, {s['verdict']}; "
-          f"pairs to resolve: {s['needed']}")
+          f"pairs to resolve: {s['needed']}; paired t-test p = {s['p']}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ A run pairs with the baseline run whose result-affecting config is the same in e
 compared one (and the compared group's own keys: `--compare method=none` ignores `method.*`, since
 `none` has no `eps`). Seed and split seed are part of that config, so a pair shares its
 initialisation and its labelled set, and the paired difference cancels both (Bouthillier et al.
-2021). The interval is Student's t on the per-pair differences (scipy.stats.ttest_rel).
+2021). The interval is Student's t on the per-pair differences (scipy.stats.ttest_rel), and the
+p-value is the same two-sided paired t-test's. With several rows against one baseline,
+`--correction holm|bonferroni` adjusts the p-values over the rows that have one
+(statsmodels.stats.multitest.multipletests) and the verdict then uses the adjusted p-value; each
+row's interval stays its own per-row Student-t interval.
 """
 from __future__ import annotations
 
@@ -25,6 +29,16 @@ PAIR_RESULT_KEYS = (*IDENTITY_KEYS, "seed", "split_seed", "experiment")
 # How a run ran, not what it computed; the seed is not among them: pairs must share it.
 NOT_PAIRED_ON = HOW_TO_RUN_KEYS - {"seed"}
 MAX_PAIRS_SHOWN = 10_000  # "pairs to resolve" above this reads as "not within reach"
+CORRECTIONS = ("holm", "bonferroni")  # --correction's choices (statsmodels' method names), besides none
+
+
+def parse_correction(text: str | None) -> str | None:
+    """--correction's value: holm, bonferroni, or None for none; GenexpError on anything else."""
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    if text.strip().lower() not in CORRECTIONS:
+        raise GenexpError(f"--correction {text!r} is not one of {', '.join(CORRECTIONS)}, none")
+    return text.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,9 @@ class Comparison:
     base_values: list[float] = field(default_factory=list)  # the baseline row's runs (Welch)
     confidence: float = 0.95
     higher_is_better: bool = True
+    correction: str | None = None  # holm | bonferroni: set with p_adjusted by adjust()
+    p_adjusted: float | None = None  # this row's p-value adjusted over the rows compared to the baseline
+    family_size: int = 1  # rows with a p-value among which it was adjusted
 
     @property
     def diffs(self) -> list[float]:
@@ -101,6 +118,22 @@ class Comparison:
         return (float(ci.low), float(ci.high))
 
     @property
+    def p_value(self) -> float | None:
+        """The two-sided paired t-test's p-value (the test the interval inverts); None below two pairs."""
+        if self.n_pairs < 2:
+            return None
+        if self.sd == 0:  # the point interval: resolved exactly when there is a difference
+            return 0.0 if self.delta else 1.0
+        from scipy import stats
+
+        mine, theirs = zip(*self.pairs)
+        return float(stats.ttest_rel(mine, theirs).pvalue)
+
+    @property
+    def alpha(self) -> float:
+        return 1 - self.confidence
+
+    @property
     def welch(self) -> tuple[float, float, float] | None:
         """With no pairs: Welch's unpaired difference and interval (mean, low, high), if computable."""
         if self.n_pairs or len(self.row_values) < 2 or len(self.base_values) < 2:
@@ -120,6 +153,10 @@ class Comparison:
             return "no pairs"
         if self.n_pairs == 1:
             return "one pair: no interval"
+        if self.correction is not None and self.p_adjusted is not None:
+            if self.p_adjusted >= self.alpha:
+                return "not resolved"
+            return "better" if (self.delta > 0) == self.higher_is_better else "worse"
         low, high = self.interval
         if low > 0 or high < 0:
             return "better" if (low > 0) == self.higher_is_better else "worse"
@@ -130,7 +167,8 @@ class Comparison:
         """Pairs at which this mean difference, at this spread of differences, would be resolved.
 
         The smallest n with t_{n−1}·sd/√n < |Δ|; None when that cannot be said (fewer than two
-        pairs, or no difference at all).
+        pairs, or no difference at all). Under a correction, t at the Bonferroni level α/m over the
+        m adjusted rows: enough for Bonferroni, and for Holm, which never rejects less.
         """
         if self.n_pairs < 2 or not self.delta:
             return None
@@ -139,7 +177,8 @@ class Comparison:
         from scipy import stats
 
         n = np.arange(2, MAX_PAIRS_SHOWN + 1)
-        half = stats.t.ppf(1 - (1 - self.confidence) / 2, n - 1) * self.sd / np.sqrt(n)  # every n in one call
+        alpha = self.alpha / (self.family_size if self.correction else 1)
+        half = stats.t.ppf(1 - alpha / 2, n - 1) * self.sd / np.sqrt(n)  # every n in one call
         resolved = np.flatnonzero(half < abs(self.delta))
         return int(n[resolved[0]]) if len(resolved) else MAX_PAIRS_SHOWN + 1
 
@@ -151,7 +190,8 @@ class Comparison:
             w = self.welch
             delta = f"{w[0]:+.{p}f} (unpaired)" if w else "—"
             ci = f"[{w[1]:+.{p}f}, {w[2]:+.{p}f}] Welch, unpaired" if w else "—"
-            return {"delta": delta, "ci": ci, "pairs": "0", "verdict": "no pairs", "needed": "—"}
+            return {"delta": delta, "ci": ci, "pairs": "0", "verdict": "no pairs", "needed": "—", "p": "—",
+                    "p_adjusted": "—"}
         ci = self.interval
         needed = self.pairs_needed
         return {
@@ -160,6 +200,8 @@ class Comparison:
             "pairs": str(self.n_pairs),
             "verdict": self.verdict,
             "needed": "—" if needed is None else (f">{MAX_PAIRS_SHOWN:,}" if needed > MAX_PAIRS_SHOWN else str(needed)),
+            "p": p_text(self.p_value),
+            "p_adjusted": p_text(self.p_adjusted),
         }
 
     def csv_fields(self) -> dict[str, Any]:
@@ -169,7 +211,34 @@ class Comparison:
                 "n_pairs": self.n_pairs, "sd_diff": self.sd, "verdict": self.verdict,
                 "pairs_needed": self.pairs_needed, "unpaired": len(self.unpaired),
                 "welch_delta": w[0] if w else None, "welch_low": w[1] if w else None,
-                "welch_high": w[2] if w else None, "confidence": self.confidence}
+                "welch_high": w[2] if w else None, "confidence": self.confidence, "p_value": self.p_value,
+                "p_adjusted": self.p_adjusted, "correction": self.correction or "none"}
+
+
+def p_text(p: float | None) -> str:
+    """A p-value for people: three decimals, or '<0.001'."""
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.0005 else f"{p:.3f}"
+
+
+def adjust(rows: dict[Any, Comparison], correction: str | None) -> None:
+    """Adjust the rows' p-values for their number (Holm or Bonferroni, statsmodels), in place.
+
+    The family is every row compared to the baseline that has a p-value (two pairs or more).
+    """
+    if correction is None:
+        return
+    family = [c for c in rows.values() if c.p_value is not None]
+    for c in rows.values():
+        c.correction, c.p_adjusted, c.family_size = correction, None, max(len(family), 1)
+    if not family:
+        return
+    from statsmodels.stats.multitest import multipletests
+
+    adjusted = multipletests([c.p_value for c in family], alpha=family[0].alpha, method=correction)[1]
+    for c, p in zip(family, adjusted):
+        c.p_adjusted = float(p)
 
 
 @dataclass
@@ -180,13 +249,14 @@ class Comparisons:
     rows: dict[tuple[str, ...], Comparison]
     baseline_rows: set[tuple[str, ...]]
     baseline_unused: list[str]
+    correction: str | None = None
 
     def project(self, keys: list[str], onto: list[str]) -> "Comparisons":
         """The same comparisons keyed by a subset of the keys (those that vary: a pivot's shown keys)."""
         idx = [keys.index(k) for k in onto]
         pick = lambda key: tuple(key[i] for i in idx)  # noqa: E731
         return Comparisons(self.base, {pick(k): c for k, c in self.rows.items()},
-                           {pick(k) for k in self.baseline_rows}, self.baseline_unused)
+                           {pick(k) for k in self.baseline_rows}, self.baseline_unused, self.correction)
 
     def messages(self) -> list[str]:
         out = []
@@ -209,7 +279,7 @@ class Comparisons:
 
 
 def compare(results: list[dict[str, Any]], keys: list[str], metric: Metric, base: Baseline,
-            confidence: float) -> Comparisons:
+            confidence: float, correction: str | None = None) -> Comparisons:
     """Pair each completed non-baseline run with its baseline run; one Comparison per group of `keys`.
 
     `keys` must include the compared key: a row's baseline row is the same key values with the
@@ -249,4 +319,5 @@ def compare(results: list[dict[str, Any]], keys: list[str], metric: Metric, base
         else:
             c.unpaired.append(r["_path"] + (f" ({len(found)} candidate partners)" if found else ""))
     unused = [r["_path"] for r in baseline if r["_path"] not in used]
-    return Comparisons(base, rows, set(base_rows), unused if rows else [])
+    adjust(rows, correction)
+    return Comparisons(base, rows, set(base_rows), unused if rows else [], correction)

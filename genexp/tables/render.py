@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -44,18 +45,29 @@ def _best_flags(cells: list[Cell | None], higher: bool) -> list[bool]:
     return [m is not None and abs(m - best) <= tol for m in means]
 
 
-def _compare_text(comparisons: Comparisons | None, key: tuple[str, ...], precision: int) -> str:
-    """A pivot cell's paired difference from the baseline: '; Δ +1.20 [+0.3, +2.1], 5 pairs, better'."""
-    if comparisons is None:
-        return ""
+def minus(text: str) -> str:
+    """Numbers shown to people get a real minus sign (U+2212), not a hyphen; the CSV keeps ASCII '-'."""
+    return re.sub(r"(?<![\w.])-(?=\d)", "\u2212", text)
+
+
+def _compare_headers(comparisons: Comparisons) -> list[str]:
+    """A pivot's columns beside each value column: Δ, its interval (and the adjusted p-value)."""
+    return ["Δ", f"{_level(comparisons)} interval"] + ([f"p ({comparisons.correction})"]
+                                                       if comparisons.correction else [])
+
+
+def _compare_cells(comparisons: Comparisons, key: tuple[str, ...], precision: int) -> tuple[list[str], list[bool]]:
+    """A pivot cell's paired difference from the baseline, in columns of its own; bold = resolved improvement."""
+    width = len(_compare_headers(comparisons))
     if key in comparisons.baseline_rows and key not in comparisons.rows:
-        return "; baseline"
+        return ["baseline"] + [""] * (width - 1), [False] * width
     c = comparisons.rows.get(key)
     if c is None:
-        return ""
+        return [""] * width, [False] * width
     s = c.summary(precision)
-    resolve = f" ({s['needed']} pairs would resolve it)" if s["verdict"] == "not resolved" else ""
-    return f"; Δ {s['delta']} {s['ci']}, {s['pairs']} pairs, {s['verdict']}{resolve}"
+    texts = [s["delta"], s["ci"]] + ([s["p_adjusted"]] if comparisons.correction else [])
+    better = c.verdict == "better"
+    return [minus(t) for t in texts], [better, better] + [False] * (width - 2)
 
 
 def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str], metric: Metric,
@@ -78,16 +90,24 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
     grid = [[cells.get(rk + ck) for ck in col_keys_sorted] for rk in row_keys]
     bold_cols = [_best_flags([grid[i][j] for i in range(len(row_keys))], metric.higher_is_better)
                  for j in range(len(col_keys_sorted))]
+    extra = _compare_headers(comparisons) if comparisons is not None else []
     out_rows = []
     for i, rk in enumerate(row_keys):
-        texts = [c.text(metric, precision) + _compare_text(comparisons, rk + ck, precision) if c is not None else ""
-                 for c, ck in zip(grid[i], col_keys_sorted)]
-        out_rows.append(Row([" / ".join(rk)], texts, [bold_cols[j][i] for j in range(len(col_keys_sorted))]))
+        texts, bold = [], []
+        for j, (c, ck) in enumerate(zip(grid[i], col_keys_sorted)):
+            texts.append(minus(c.text(metric, precision)) if c is not None else "")
+            bold.append(bold_cols[j][i] and comparisons is None)  # compared: bold is a resolved improvement
+            if comparisons is not None:
+                more, more_bold = _compare_cells(comparisons, rk + ck, precision)
+                texts += more
+                bold += more_bold
+        out_rows.append(Row([" / ".join(rk)], texts, bold))
     for ref in refs:
         for method, _ in ref.values.items():
             value, as_metric = ref.value_as(metric, method)
             text = f"{value:.2f}" + ("" if as_metric == metric.name else f" ({as_metric})")
-            texts = [text if placeable and ck == (ref.labels,) else "" for ck in col_keys_sorted]
+            texts = [t for ck in col_keys_sorted
+                     for t in [text if placeable and ck == (ref.labels,) else "", *[""] * len(extra)]]
             label = f"published [{ref.number}]: {method}" + (f" ({ref.dataset})" if ref.dataset else "")
             if not placeable:  # columns are not label counts: the number goes in the label
                 label += f" = {text} at {ref.labels} labels"
@@ -97,20 +117,35 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
     caption = "; ".join(filter(None, [
         f"rows: {' / '.join(shown)}, columns: {' / '.join(cols)}",
         "mean ± sample std over seeds (n = completed runs; failed/incomplete runs counted, not averaged)",
-        f"bold = best per column ({metric.best_word})",
+        f"bold = best per column ({metric.best_word})" if comparisons is None else "",
         comparisons and _compare_caption(comparisons),
     ]))
     title = f"{metric.name}{metric.unit}" + (f" — {', '.join(const_vals)}" if const_vals else "")
-    headers = [f"{ck[0]} labels" if cols == ["labels"] else ", ".join(f"{k}={v}" for k, v in zip(cols, ck))
-               for ck in col_keys_sorted]
+    headers = [h for ck in col_keys_sorted
+               for h in [f"{ck[0]} labels" if cols == ["labels"] else ", ".join(f"{k}={v}" for k, v in zip(cols, ck)),
+                         *extra]]
     return Table(title, caption, [" / ".join(shown)], headers, out_rows, refs)
 
 
+def _level(comparisons: Comparisons) -> str:
+    return f"{100 * next(iter(comparisons.rows.values())).confidence:g} %" if comparisons.rows else "95 %"
+
+
 def _compare_caption(comparisons: Comparisons) -> str:
-    level = f"{100 * next(iter(comparisons.rows.values())).confidence:g} %" if comparisons.rows else "95 %"
-    return (f"Δ = paired difference from {comparisons.base} (same config, seed and split), mean over pairs "
-            f"with its {level} Student-t interval; 'pairs to resolve' = pairs at which this Δ, at this "
+    level = _level(comparisons)
+    text = (f"Δ = paired difference from {comparisons.base} (same config, seed and split), mean over pairs "
+            f"with its {level} Student-t interval; p = the two-sided paired t-test; bold = a resolved "
+            f"improvement only (means are not bolded); 'pairs to resolve' = pairs at which this Δ, at this "
             f"spread of the differences, would exclude 0")
+    if comparisons.correction:
+        m = max((c.family_size for c in comparisons.rows.values()), default=0)
+        alpha = 1 - next(iter(comparisons.rows.values())).confidence if comparisons.rows else 0.05
+        text += (f"; p ({comparisons.correction}) = p adjusted by {comparisons.correction.capitalize()} over the "
+                 f"{m} rows compared to {comparisons.base}, and the verdict and bold use it (resolved when it is "
+                 f"below {alpha:g}); the intervals are each row's own {level} interval, not adjusted, so one "
+                 f"may exclude 0 while its row is not resolved; pairs to resolve at the Bonferroni level "
+                 f"{alpha:g}/{m} (enough for Holm too)")
+    return text
 
 
 def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, refs: list[Reference],
@@ -125,20 +160,28 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
     for idx in families.values():
         for i, b in zip(idx, _best_flags([rows[i]["_cell"] for i in idx], metric.higher_is_better)):
             bold[i] = b
+    headers = [f"{metric.name} (mean ± std)", "n", "failed"]
+    if comparisons is not None:
+        headers += [f"Δ vs {comparisons.base}", "interval", "pairs", "verdict", "pairs to resolve", "p"]
+        headers += [f"p ({comparisons.correction})"] if comparisons.correction else []
     out = []
     for r, b in zip(rows, bold):
         c: Cell = r["_cell"]
         failed = str(c.failed) + (f" (+{c.incomplete} incomplete)" if c.incomplete else "") + (
             f" (+{c.missing} without {metric.key})" if c.missing else "")
-        cells = [c.stat(precision), str(c.n), failed]
+        cells = [minus(c.stat(precision)), str(c.n), failed]
+        flags = [b and comparisons is None] + [False] * 2  # compared: bold is a resolved improvement
         if comparisons is not None:
             key = tuple(r[k] for k in by)
             comp = comparisons.rows.get(key)
             s = comp.summary(precision) if comp is not None else {}
             base = "baseline" if key in comparisons.baseline_rows and comp is None else "—"
-            cells += [s.get("delta", base), s.get("ci", "—"), s.get("pairs", "—"), s.get("verdict", "—"),
-                      s.get("needed", "—")]
-        out.append(Row([r[k] for k in by], cells, [b] + [False] * (len(cells) - 1)))
+            cells += [minus(s.get("delta", base)), minus(s.get("ci", "—")), s.get("pairs", "—"),
+                      s.get("verdict", "—"), s.get("needed", "—"), s.get("p", "—")]
+            cells += [s.get("p_adjusted", "—")] if comparisons.correction else []
+            better = comp is not None and comp.verdict == "better"
+            flags += [better, better] + [False] * (len(cells) - 5)
+        out.append(Row([r[k] for k in by], cells, flags))
     for ref in refs:
         for method in ref.values:
             value, as_metric = ref.value_as(metric, method)
@@ -147,14 +190,14 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
             text = f"published [{ref.number}]: {value:.2f}" + ("" if as_metric == metric.name else f" {as_metric}")
             if ref.dataset and "dataset" not in by:
                 text += f" ({ref.dataset})"
-            width = 3 if comparisons is None else 8
+            width = len(headers)
             out.append(Row(label, [text] + ["—"] * (width - 1), [False] * width, published=True))
-    caption = (f"mean ± sample std over seeds; bold = best ({metric.best_word}) "
-               + ("among methods with the same other keys" if others else "overall"))
-    headers = [f"{metric.name} (mean ± std)", "n", "failed"]
-    if comparisons is not None:
+    caption = "mean ± sample std over seeds"
+    if comparisons is None:
+        caption += f"; bold = best ({metric.best_word}) " + ("among methods with the same other keys" if others
+                                                              else "overall")
+    else:
         caption += "; " + _compare_caption(comparisons)
-        headers += [f"Δ vs {comparisons.base}", "interval", "pairs", "verdict", "pairs to resolve"]
     return Table(f"{metric.name}{metric.unit}", caption, list(by), headers, out, refs)
 
 
@@ -192,7 +235,8 @@ def to_markdown(tables: list[Table], n_runs: int, notes: list[str] = ()) -> str:
 
 
 COMPARE_FIELDS = ["baseline", "delta", "ci_low", "ci_high", "n_pairs", "confidence", "sd_diff", "verdict",
-                  "pairs_needed", "unpaired", "welch_delta", "welch_low", "welch_high"]
+                  "pairs_needed", "unpaired", "welch_delta", "welch_low", "welch_high", "p_value", "p_adjusted",
+                  "correction"]
 
 
 def to_csv(rows: list[dict[str, Any]], by: list[str], metric: Metric | None = None,
@@ -227,7 +271,11 @@ def _with_comparison(row: dict[str, Any], by: list[str], comparisons: Comparison
 
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---",
-                 "–": "--", "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$"}
+                 "–": "--", "±": r"$\pm$", "×": r"$\times$", "Δ": r"$\Delta$", "\u2212": "$-$",
+                 "α": r"$\alpha$", "<": "$<$", ">": "$>$"}
+_NUMBER = r"[+\u2212-]?\d+(?:\.\d+)?"
+# A cell that is a number, mean ± std, p-value or interval: set in math mode, where '-' is a minus sign.
+_MATH_CELL = re.compile(rf"<?{_NUMBER}(?: ± {_NUMBER})?|\[{_NUMBER}, {_NUMBER}\]")
 
 
 def latex_escape(s: str) -> str:
@@ -238,8 +286,8 @@ def _latex_cell(text: str, bold: bool) -> str:
     if not text:
         return ""
     stat, sep, notes = text.partition(" (")
-    if "±" in stat or stat.replace(".", "", 1).lstrip("-").isdigit():
-        body = stat.replace(" ± ", r" \pm ")
+    if _MATH_CELL.fullmatch(stat):
+        body = stat.replace("\u2212", "-").replace(" ± ", r" \pm ")
         out = rf"$\mathbf{{{body}}}$" if bold else f"${body}$"
     else:
         out = latex_escape(stat)

@@ -4,6 +4,8 @@ Two layouts, both by default:
   pivot  rows = --rows (default dataset,model,method; keys constant over all runs move to the
          caption), columns = --cols (default labels); each cell "mean ± std (n=3, 1 failed)";
          the best cell of each column in bold (max for accuracies, min for errors).
+         With --compare, Δ and its interval get columns of their own and bold marks only a
+         resolved improvement over the baseline (--correction holm|bonferroni: adjusted p).
   flat   one line per --by group (default dataset,model,method,labels) with n and failed columns.
 Giving only --by selects the flat layout, only --rows/--cols the pivot (or say --layout).
 
@@ -35,7 +37,7 @@ from genexp.tables.cells import (
     parse_metric,
     summarise,
 )
-from genexp.tables.compare import Baseline, Comparisons, compare
+from genexp.tables.compare import CORRECTIONS, Baseline, Comparisons, compare, parse_correction
 from genexp.tables.references import BUILTIN_REFERENCES, Reference, load_references, resolve_reference
 from genexp.tables.render import Table, flat_table, pivot_table, print_rich, to_csv, to_latex, to_markdown
 
@@ -115,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
                         "runs pair when their configs, seed and split agree in all but KEY; mean difference, "
                         "Student-t interval, pairs, verdict, and the pairs that would resolve it")
     p.add_argument("--confidence", type=float, default=0.95, help="level of --compare's intervals (default 0.95)")
+    p.add_argument("--correction", default=None, metavar="|".join(CORRECTIONS),
+                   help="with --compare: adjust the rows' paired-t p-values for their number (Holm or Bonferroni, "
+                        "statsmodels); verdicts and bold use the adjusted p-value, intervals stay per row")
     return p
 
 
@@ -188,6 +193,10 @@ def plan(args: argparse.Namespace) -> Plan:
     refs = _references_for(refs, results)
     warnings = _split_differing(results, layout, rows, cols, by)
     base = Baseline.parse(args.compare) if args.compare else None
+    correction = parse_correction(args.correction)
+    if correction is not None and base is None:
+        raise GenexpError(f"--correction {correction} adjusts --compare's p-values: add --compare KEY=VALUE "
+                          f"(e.g. --compare method=none)")
     if base is not None:  # a row must say which side of the comparison it is on
         rows += [base.key] if base.key not in rows + cols else []
         by += [base.key] if base.key not in by else []
@@ -196,7 +205,7 @@ def plan(args: argparse.Namespace) -> Plan:
     warnings += check_inputs(results, list(dict.fromkeys(used)), metric)
     p = Plan(results, metric, layout, rows, cols, by, tidy_keys, refs, formats, warnings)
     if base is not None:
-        p.comparisons = {tuple(keys): compare(results, keys, metric, base, args.confidence)
+        p.comparisons = {tuple(keys): compare(results, keys, metric, base, args.confidence, correction)
                          for keys in {tuple(tidy_keys), tuple(rows + cols), tuple(by)}}
     return p
 

@@ -152,7 +152,7 @@ def test_bad_compare_is_one_line_exit_2(runs, capsys, args, needle):
 def test_every_format_carries_the_difference(runs, capsys):
     rc, out, err = run_table(capsys, runs, "--compare", "method=none", "--format", "all")
     assert rc == 0, err
-    assert "Δ +" in out  # the rich table
+    assert "Δ" in out and "+1.58" in out  # the rich table: Δ in a column of its own
     assert "Δ vs method=none" in (runs / "table.md").read_text()
     assert "Δ" in (runs / "table.md").read_text().split("## All groups")[0]  # the pivot too
     tex = (runs / "table.tex").read_text()
