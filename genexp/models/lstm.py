@@ -119,7 +119,17 @@ class LSTMClassifier(GenexpModel):
         def direction(x: Tensor, suffix: str) -> Tensor:
             weights = [getattr(lstm, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                        if hasattr(lstm, f"{name}_l0{suffix}")]
-            return torch.lstm(x, (zeros, zeros), weights, lstm.bias, 1, 0.0, self.training, False, True)[0]
+            try:
+                return torch.lstm(x, (zeros, zeros), weights, lstm.bias, 1, 0.0, self.training, False, True)[0]
+            except RuntimeError as e:
+                # oneDNN has no bf16 LSTM primitive on CPUs without AVX-512 BF16 (amp=bf16 there):
+                # this op alone then runs in float32, the rest of the step stays under autocast.
+                if x.device.type != "cpu" or "primitive descriptor" not in str(e):
+                    raise
+                with torch.autocast("cpu", enabled=False):
+                    z = zeros.float()
+                    return torch.lstm(x.float(), (z, z), [w.float() for w in weights], lstm.bias, 1, 0.0,
+                                      self.training, False, True)[0]
 
         steps = torch.arange(length, device=h.device).unsqueeze(0)
         last = (lengths - 1).view(b, 1, 1).expand(b, 1, hidden)
