@@ -92,14 +92,21 @@ def encode_texts(texts: Sequence[str], encoder: torch.nn.Module, tokenizer: Any,
 
 
 class _Counter:
-    """Progress over both splits (one bar, ETA from the texts encoded so far)."""
+    """Progress over both splits (one bar, ETA from the texts encoded so far), and a log line every
+    ~10 % or 30 s: an encoding of minutes is otherwise silent in a redirected log."""
 
-    def __init__(self, bar: Any) -> None:
-        self.bar, self.done = bar, 0
+    def __init__(self, bar: Any, total: int) -> None:
+        from genexp.runs.progress import Every, Pace
+
+        self.bar, self.done, self.total = bar, 0, total
+        self.pace, self.every = Pace(total, unit="texts"), Every(total)
 
     def advance(self, n: int) -> None:
         self.done += n
         self.bar.tick(self.done)
+        if self.every.due(self.done) and self.done < self.total:  # the last line says "encoded ... in"
+            self.bar.note(log, "encoding texts: %d/%d (%d%%) | %s", self.done, self.total,
+                          100 * self.done // self.total, self.pace.text(self.done))
 
 
 def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling: str = "mean",
@@ -133,7 +140,7 @@ def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling
         started = time.perf_counter()
         total = len(data.x_train) + len(data.x_test)
         with TrainProgress(total, enabled=progress, label="encode") as bar:
-            counter = _Counter(bar)
+            counter = _Counter(bar, total)
             kw = dict(max_length=max_length, pooling=pooling, normalize=normalize, batch_size=batch_size,
                       device=dev, progress=counter)
             train = encode_texts(data.x_train, encoder, tokenizer, **kw)

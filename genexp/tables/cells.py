@@ -21,8 +21,8 @@ from genexp.runs.record import RESULT, Status, read_result
 IDENTITY_KEYS = ("dataset", "model", "method", "labels", "steps", "data_fingerprint")
 # Resolved-config keys that say how a run ran, not what it is: runs may differ in them (and in
 # the seed) and still share a cell. Every other key of config.yaml must agree within a cell.
-HOW_TO_RUN_KEYS = {"seed", "progress", "device", "cpu_threads", "resume", "checkpoint_every", "compile", "tag",
-                   "experiment_name"}
+HOW_TO_RUN_KEYS = {"seed", "progress", "device", "cpu_threads", "resume", "checkpoint_every", "log_every", "compile",
+                   "tag", "experiment_name"}
 PERCENT_METRICS = {"test_acc", "val_acc", "test_acc_final", "val_acc_final", "train_acc_final"}
 
 

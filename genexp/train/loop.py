@@ -2,7 +2,13 @@
 
 `train` keeps the run's record (result.json, whatever the outcome); `_train` is the loop: build
 the session (the run's setup, then method, optimizer and evaluation EMA), `resume` it when asked,
-then step, `evaluate_and_log` every eval_every steps and `save` a checkpoint every checkpoint_every.
+then step, `log_terms` every log_every steps, `evaluate_and_log` every eval_every steps and `save` a
+checkpoint every checkpoint_every.
+
+metrics.jsonl holds two kinds of line: an evaluation's (it has test_acc; its train_* terms are means
+since the previous evaluation) and, between evaluations, log_every's (step, lr, train_* terms: means
+since the previous line of either kind, and elapsed_s; no accuracy). Readers that want evaluations
+take the lines with test_acc.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from genexp.errors import GenexpError
 from genexp.methods.base import Batch, Method
 from genexp.models.batchnorm import recalibrated
 from genexp.runs.files import atomic_write, atomic_write_json, atomic_write_text
-from genexp.runs.progress import TrainProgress
+from genexp.runs.progress import Pace, TrainProgress
 from genexp.runs.record import Status, append_jsonl, git_commit, versions
 from genexp.train import distributed
 from genexp.train.batches import train_step
@@ -101,6 +107,11 @@ class Loop:
     step_times: list = field(default_factory=list)  # ms per step, one per evaluation interval
     last: dict = field(default_factory=dict)  # the latest metrics.jsonl record
     wall_before: float = 0.0  # wall time of the run's earlier sessions (before a resume)
+    # The last log_every line's step and `sums` then: the next line's terms are the difference, so
+    # no step pays for a second accumulator. Stale once an evaluation restarts `sums` (timed_steps
+    # passes log_from); a checkpoint from before log_every lacks both and starts at timed_steps.
+    log_from: int = 0
+    log_mark: dict = field(default_factory=dict)
     # best.pt's contents (rank 0), kept so that a checkpoint holds them: a run resumed from an
     # earlier checkpoint rewrites best.pt to match its `best`, whatever a lost session wrote.
     best_weights: dict | None = None
@@ -214,7 +225,9 @@ def open_records(s: Session, resumed_at: int | None) -> None:
     if resumed_at is not None and s.metrics_path.exists():
         kept = [ln for ln in s.metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= resumed_at]
         atomic_write_text(s.metrics_path, "".join(ln + "\n" for ln in kept))
-    s.writer = SummaryWriter(log_dir=str(s.run_dir / "tb"), purge_step=resumed_at or None)
+    # TensorBoard drops events at steps >= purge_step: the checkpoint's own step was logged and kept
+    # in metrics.jsonl, so only the steps after it go.
+    s.writer = SummaryWriter(log_dir=str(s.run_dir / "tb"), purge_step=None if resumed_at is None else resumed_at + 1)
 
 
 def close_records(s: Session) -> None:
@@ -276,7 +289,39 @@ def close_interval(s: Session, loop: Loop, done: int, interval_start: float) -> 
     return train_loss, train_acc
 
 
-def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, progress: TrainProgress) -> None:
+def log_terms(s: Session, loop: Loop, done: int) -> None:
+    """A log_every line between evaluations: the training terms' means since the previous line
+    (log_every or evaluation), to metrics.jsonl and TensorBoard. Every rank takes part (the sums
+    are all-reduced); rank 0 writes."""
+    since = max(loop.log_from, loop.timed_steps)
+    mark = loop.log_mark if loop.log_from > loop.timed_steps else {}
+    window = {k: v.detach().reshape(()) - mark.get(k, 0) for k, v in loop.sums.items()}
+    means = {k: (distributed.all_sum(v, s.d) / s.d.world / (done - since)).item() for k, v in window.items()}
+    loop.log_from, loop.log_mark = done, dict(loop.sums)
+    if not all(math.isfinite(v) for v in means.values()):
+        raise Diverged(f"loss became non-finite by step {done} ({means}); lower optim.lr or the method's weight")
+    if not s.d.is_main:
+        return
+    record = {"step": done, "lr": s.scheduler.get_last_lr()[0], **{f"train_{k}": v for k, v in means.items()},
+              "elapsed_s": time.time() - s.started}
+    append_jsonl(s.metrics_path, record)
+    for k, v in record.items():
+        if k not in ("step", "elapsed_s"):
+            s.writer.add_scalar(k, v, done)
+
+
+def eval_line(s: Session, loop: Loop, done: int, train_loss: dict[str, float], pace: Pace) -> str:
+    """The evaluation's log line: what the progress bar shows, for a log file (nohup, Slurm, a pipe)."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    terms = " ".join(f"train_{k} {v:.4f}" for k, v in train_loss.items())
+    return (f"step {done}/{s.cfg.steps} | {terms} | val_acc {pct(loop.last['val_acc'])} test_acc "
+            f"{pct(loop.last['test_acc'])} | {pace.text(done)}")
+
+
+def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, progress: TrainProgress,
+                     pace: Pace | None = None) -> None:
     """Close the training interval, evaluate val + test, log them, track the best val step."""
     train_loss, train_acc = close_interval(s, loop, done, interval_start)
     eval_model = s.method.eval_model(s.model) or (s.ema.module if s.ema is not None else s.model)
@@ -307,6 +352,8 @@ def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, p
         save_best(s, loop, eval_model)
     shown = {"val_acc": val_acc} if has_val else {}
     progress.update(done, loss=train_loss["loss"], train_acc=train_acc, **shown, test_acc=test_acc)
+    if s.d.is_main and pace is not None:
+        progress.note(log, "%s", eval_line(s, loop, done, train_loss, pace))
 
 
 def log_setup(s: Session) -> None:
@@ -336,6 +383,7 @@ def stopping(s: Session, stop: StopOnSignal, done: int) -> bool:
 def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str, Any], resume_from: Path | None,
            preloaded: dict | None, d: Dist, begin: Any, stop: StopOnSignal | None) -> dict[str, Any]:
     started = time.time()
+    log_every = log_every_of(cfg)
     if preloaded is not None and resume_from is not None:
         check_belongs(preloaded, cfg, resume_from)  # before the data is built: a foreign checkpoint is refused at once
     split_file = run_dir / "split.json" if resume_from is not None else None  # a resumed run keeps its split
@@ -353,6 +401,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     open_records(s, loop.step if resume_from is not None else None)
     host_loss = device.type == "cpu" and not d.enabled
     s.model.train()
+    pace = Pace(cfg.steps, start=loop.step, before_s=loop.wall_before + time.time() - started)
     interval_start = time.perf_counter()
     with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=loop.step) as progress:
         for step in range(loop.step, cfg.steps):
@@ -369,8 +418,11 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             if host_loss and not math.isfinite(out.loss.item()):
                 raise Diverged(f"loss became non-finite at step {done}; lower optim.lr or the method's weight")
             progress.tick(done)
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                evaluate_and_log(s, loop, done, interval_start, progress)
+            evaluating = done % cfg.eval_every == 0 or done == cfg.steps
+            if log_every and done % log_every == 0 and not evaluating:
+                log_terms(s, loop, done)
+            if evaluating:
+                evaluate_and_log(s, loop, done, interval_start, progress, pace)
                 interval_start = time.perf_counter()
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 save(s, loop, done)
@@ -381,6 +433,18 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
                 raise Interrupted(stop.signum or signal.SIGTERM, done, cfg.steps)
     close_records(s)
     return result_record(s, loop, base)
+
+
+def log_every_of(cfg: DictConfig) -> int:
+    """log_every, checked; 0 (only at evaluations) for a run dir recorded before the key existed,
+    which goes on as it ran."""
+    value = cfg.get("log_every")
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise GenexpError(f"log_every={value!r} must be an integer >= 0: set e.g. log_every=50, or 0 to log "
+                          f"training terms only at evaluations")
+    return value
 
 
 def data_fingerprint(run: RunSetup) -> str:

@@ -119,7 +119,8 @@ def finish_with_printed_command(err: str, sweep: Path, cwd: Path, runs: int, int
     assert len(records) == runs and all(r["status"] == "completed" for r in records.values()), records
     for run in interrupted:  # continued from its checkpoint, not started again
         assert "resuming" in (run / "genexp.log").read_text()
-        steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+        lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+        steps = [x["step"] for x in lines if "test_acc" in x]  # evaluations, not log_every's lines
         assert steps == list(range(500, STEPS + 1, 500)), steps
 
 
