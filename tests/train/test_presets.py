@@ -35,7 +35,7 @@ def test_preset_builds_every_swept_method(preset):
         assert run.method.name == method and f"{type(m).__module__}.{type(m).__name__}" == run.method._target_
 
 
-IMAGE_SHAPES = {"digits": (64,), "mnist": (784,), "cifar10": (3, 32, 32)}
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # as the loaders give them
 
 
 def _stand_in(cfg) -> Dataset:
