@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 FAST = ["steps=20", "eval_every=10", "progress=false"]
+TINY = [*FAST, "checkpoint_every=10", "model.widths=[16]", "cpu_threads=1"]
 
 
 def train_cfg(*overrides: str, hydra_config: bool = False):
@@ -89,3 +90,20 @@ def in_process_train(monkeypatch, cwd: Path):
         except SystemExit as e:
             return e.code
     return run
+
+
+def edit_config(run: Path, key: str, node: object) -> None:
+    """Set `key` in a run dir's config.yaml and its .hydra copy, as an attacker or a careless hand would."""
+    from omegaconf import OmegaConf
+
+    for path in (run / "config.yaml", run / ".hydra" / "config.yaml"):
+        cfg = OmegaConf.load(path)
+        OmegaConf.update(cfg, key, node, force_add=True, merge=False)
+        OmegaConf.save(cfg, path)
+
+
+def finished_run(root: Path) -> Path:
+    """A completed TINY run in root/run."""
+    p = genexp("train", *TINY, f"hydra.run.dir={root / 'run'}", cwd=root)
+    assert p.returncode == 0, p.stderr
+    return root / "run"

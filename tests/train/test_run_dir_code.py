@@ -8,10 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import FAST, genexp
-from omegaconf import OmegaConf
-
-TINY = [*FAST, "checkpoint_every=10", "model.widths=[16]", "cpu_threads=1"]
+from helpers import TINY, edit_config, finished_run, genexp
 
 
 def snapshot(root: Path) -> dict:
@@ -27,19 +24,9 @@ def one_line_refusal(p, *names: str) -> str:
     return lines[0]
 
 
-def edit_config(run: Path, key: str, node: object) -> None:
-    for path in (run / "config.yaml", run / ".hydra" / "config.yaml"):
-        cfg = OmegaConf.load(path)
-        OmegaConf.update(cfg, key, node, force_add=True, merge=False)
-        OmegaConf.save(cfg, path)
-
-
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("done")
-    p = genexp("train", *TINY, f"hydra.run.dir={root / 'run'}", cwd=root)
-    assert p.returncode == 0, p.stderr
-    return root / "run"
+    return finished_run(tmp_path_factory.mktemp("done"))
 
 
 def crafted_copy(done_run: Path, tmp_path: Path) -> Path:

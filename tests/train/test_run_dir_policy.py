@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import FAST, genexp, results_under, train_cfg
+from helpers import TINY, edit_config, finished_run, genexp, results_under, train_cfg
 from omegaconf import OmegaConf
 
-TINY = [*FAST, "checkpoint_every=10", "model.widths=[16]", "cpu_threads=1"]
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
 
 
@@ -48,19 +47,9 @@ def metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
 
 
-def edit_config(run: Path, key: str, node: object) -> None:
-    for path in (run / "config.yaml", run / ".hydra" / "config.yaml"):
-        cfg = OmegaConf.load(path)
-        OmegaConf.update(cfg, key, node, force_add=True, merge=False)
-        OmegaConf.save(cfg, path)
-
-
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("done")
-    p = genexp("train", *TINY, f"hydra.run.dir={root / 'run'}", cwd=root)
-    assert p.returncode == 0, p.stderr
-    return root / "run"
+    return finished_run(tmp_path_factory.mktemp("done"))
 
 
 @pytest.fixture(scope="module")
