@@ -107,3 +107,18 @@ def finished_run(root: Path) -> Path:
     p = genexp("train", *TINY, f"hydra.run.dir={root / 'run'}", cwd=root)
     assert p.returncode == 0, p.stderr
     return root / "run"
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under root, by relative path, with its bytes: what "nothing was changed" compares."""
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_line_refusal(p: subprocess.CompletedProcess, *names: str) -> str:
+    """The refusal's one line (exit 2, no traceback), which must name each of `names`."""
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (p.returncode, p.stderr)
+    assert "Traceback" not in p.stdout + p.stderr
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]

@@ -8,20 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import TINY, edit_config, finished_run, genexp
-
-
-def snapshot(root: Path) -> dict:
-    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_line_refusal(p, *names: str) -> str:
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (p.returncode, p.stderr)
-    assert "Traceback" not in p.stdout + p.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
+from helpers import TINY, edit_config, finished_run, genexp, one_line_refusal, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -11,23 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY, edit_config, finished_run, genexp, results_under, train_cfg
+from helpers import TINY, edit_config, finished_run, genexp, one_line_refusal, results_under, snapshot, train_cfg
 from omegaconf import OmegaConf
 
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
-
-
-def snapshot(root: Path) -> dict:
-    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_line_refusal(p: subprocess.CompletedProcess, *names: str) -> str:
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (p.returncode, p.stderr)
-    assert "Traceback" not in p.stdout + p.stderr
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def set_status(run: Path, status: str) -> None:

@@ -78,8 +78,9 @@ def wait_until_training(p: subprocess.Popen, sweep_glob: Path, runs: int, pids: 
     pytest.fail(f"the sweep did not start {runs} runs in time (rc {p.returncode}): {err[-2000:]}")
 
 
-def assert_nothing_left(pids: set[int]) -> None:
-    deadline = time.time() + 30
+def assert_nothing_left(pids: set[int], within_s: float = 30,
+                        what: str = "processes of the sweep still running after it exited") -> None:
+    deadline = time.time() + within_s
     alive = pids
     while alive and time.time() < deadline:
         # A zombie has exited (and a container's init may not reap it at once).
@@ -87,7 +88,7 @@ def assert_nothing_left(pids: set[int]) -> None:
         time.sleep(0.2)
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
-    assert not alive, f"processes of the sweep still running after it exited: {sorted(alive)}"
+    assert not alive, f"{what}: {sorted(alive)}"
 
 
 def assert_saved(sweep: Path, expected_signal: str, at_least: int) -> list[Path]:
@@ -230,14 +231,7 @@ def test_sigkill_to_the_parent_of_a_joblib_sweep_stops_its_workers(tmp_path):
     p.kill()
     p.wait()
     assert pids, "no worker processes were seen"
-    deadline = time.time() + 20
-    alive = pids
-    while alive and time.time() < deadline:
-        alive = {pid for pid in pids if (s := proc_stat(pid)) is not None and s[0] != "Z"}
-        time.sleep(0.2)
-    for pid in alive:
-        os.kill(pid, signal.SIGKILL)
-    assert not alive, f"the sweep's workers (or loky's resource tracker) outlived their parent: {sorted(alive)}"
+    assert_nothing_left(pids, 20, "the sweep's workers (or loky's resource tracker) outlived their parent")
     p.stderr.close()
     p.stdout.close()
     interrupted = assert_saved(sweep, "SIGTERM", 2)
