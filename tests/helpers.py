@@ -122,3 +122,13 @@ def one_line_refusal(p: subprocess.CompletedProcess, *names: str) -> str:
     for name in names:
         assert name in lines[0], lines[0]
     return lines[0]
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """The step of the run's checkpoint.pt, or -1 while there is none (or it is being written)."""
+    import torch
+
+    try:
+        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["loop"]["step"]
+    except Exception:
+        return -1

@@ -25,6 +25,7 @@ from genexp.regularizers.weak_strong import (
     convex_warp,
     flexmatch_mask,
     hard_pseudo_label_loss,
+    largest_bucket,
     learning_effect,
 )
 
@@ -56,9 +57,8 @@ class FlexMatch(WeakStrong):
         'none yet') holds every unlabelled example (USB's `update`). On tensors: no synchronisation."""
         self.latest[idx] = torch.where(confident, pseudo, self.latest[idx])
         sigma = class_counts(self.latest, self.num_classes)
-        biggest = torch.maximum(sigma.max(), self.num_unlabeled - sigma.sum())
-        self.effect = torch.where(biggest < self.num_unlabeled,
-                                  learning_effect(self.latest, self.num_classes, self.num_unlabeled), self.effect)
+        self.effect = torch.where(largest_bucket(sigma, self.num_unlabeled) < self.num_unlabeled,
+                                  learning_effect(sigma, self.num_unlabeled), self.effect)
 
     def state_dict(self) -> dict:
         return {"latest": self.latest, "effect": self.effect}

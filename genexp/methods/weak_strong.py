@@ -26,6 +26,7 @@ class WeakStrong(Method):
 
     uses_unlabeled = True
     views: ClassVar[tuple[str, ...]] = ("weak", "strong")
+    term: ClassVar[str] = "unsup"  # the unlabelled term's name in the logs
 
     def __init__(self, weight: float = 1.0, threshold: float = 0.95, joint_forward: bool = True,
                  label_smoothing: float = 0.0) -> None:
@@ -52,8 +53,6 @@ class WeakStrong(Method):
         unsup, mask, logs = self.unlabelled(logits_w, logits_s, batch)
         return StepOutput(loss=sup + self.weight * unsup, logits_l=logits_l,
                           logs={"sup": sup.detach(), self.term: unsup.detach(), "mask_ratio": mask.mean(), **logs})
-
-    term: ClassVar[str] = "unsup"
 
     def unlabelled(self, logits_weak: Tensor, logits_strong: Tensor,
                    batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genexp.regularizers.precision import widen
+from genexp.regularizers.weak_strong import hard_pseudo_label_loss
 
 
 def pseudo_label_loss(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
@@ -16,4 +17,4 @@ def pseudo_label_loss(logits: Tensor, threshold: float) -> tuple[Tensor, Tensor]
     with torch.no_grad():
         conf, pseudo = F.softmax(logits, dim=-1).max(dim=-1)
         mask = (conf >= threshold).to(logits.dtype)
-    return (F.cross_entropy(logits, pseudo, reduction="none") * mask).mean(), mask
+    return hard_pseudo_label_loss(logits, pseudo, mask), mask

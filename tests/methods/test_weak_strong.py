@@ -15,7 +15,7 @@ from copy import deepcopy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import genexp, train_cfg
+from helpers import checkpoint_step, genexp, train_cfg
 
 import genexp.train.loop as trainer
 from genexp.data.views import PLAIN, ViewAugment
@@ -242,25 +242,18 @@ RUN = ["method=flexmatch", "labels=30", "steps=100", "eval_every=50", "model.wid
 COMPARED = ["test_acc", "val_acc", "best_step", "test_acc_final", "train_mask_ratio_final", "train_flexmatch_final"]
 
 
-def _checkpoint_step(run_dir) -> int:
-    try:
-        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["loop"]["step"]
-    except Exception:
-        return -1
-
-
 def test_a_run_with_views_resumes_bit_identically_after_sigkill(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert genexp("train", *RUN, f"hydra.run.dir={full}", cwd=tmp_path).returncode == 0
     p = subprocess.Popen([sys.executable, "-m", "genexp", "train", *RUN, f"hydra.run.dir={killed}"], cwd=tmp_path,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while _checkpoint_step(killed) < 30 and time.time() < deadline and p.poll() is None:
+    while checkpoint_step(killed) < 30 and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)
     assert p.poll() is None, "the run finished before it could be killed; make it longer"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    assert 0 < _checkpoint_step(killed) < 100
+    assert 0 < checkpoint_step(killed) < 100
     r = genexp("train", "resume=true", "progress=false", f"hydra.run.dir={killed}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     a, b = (json.loads((d / "result.json").read_text()) for d in (full, killed))

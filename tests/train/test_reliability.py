@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import genexp, results_under
+from helpers import checkpoint_step, genexp, results_under
 
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
 RUN = ["method=vat", "labels=30", "steps=1200", "eval_every=200", "checkpoint_every=10", "progress=false",
@@ -19,15 +19,6 @@ RUN = ["method=vat", "labels=30", "steps=1200", "eval_every=200", "checkpoint_ev
 def start(args, cwd):
     return subprocess.Popen([sys.executable, "-m", "genexp", "train", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def checkpoint_step(run_dir: Path) -> int:
-    import torch
-
-    try:
-        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["loop"]["step"]
-    except Exception:
-        return -1
 
 
 @pytest.fixture(scope="module")
