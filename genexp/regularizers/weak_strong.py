@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genexp.regularizers.divergence import ce, kl_from_logits
 from genexp.regularizers.precision import widen
 
 
@@ -22,7 +23,7 @@ def confidence(logits_weak: Tensor) -> tuple[Tensor, Tensor]:
 
 def hard_pseudo_label_loss(logits_strong: Tensor, pseudo: Tensor, mask: Tensor) -> Tensor:
     """(1/B) Σ_b mask_b · CE(logits_strong_b, pseudo_b)."""
-    return (F.cross_entropy(widen(logits_strong), pseudo, reduction="none") * mask).mean()
+    return (ce(logits_strong, pseudo, reduction="none") * mask).mean()
 
 
 def fixmatch_loss(logits_weak: Tensor, logits_strong: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
@@ -32,22 +33,15 @@ def fixmatch_loss(logits_weak: Tensor, logits_strong: Tensor, threshold: float) 
     return hard_pseudo_label_loss(logits_strong, pseudo, mask), mask
 
 
-def sharpen(logits: Tensor, temperature: float) -> Tensor:
-    """q^{1/T} / Σ_k q_k^{1/T} of q = softmax(logits): softmax(logits / T), without gradient."""
-    with torch.no_grad():
-        return F.softmax(widen(logits) / temperature, dim=-1)
-
-
 def uda_loss(logits_weak: Tensor, logits_strong: Tensor, temperature: float,
              threshold: float) -> tuple[Tensor, Tensor]:
-    """UDA's unlabelled term and its mask: (1/B) Σ_b 1[max q_b ≥ β] · KL(sharpen(q_b, T) ‖ p(A(u_b))).
+    """UDA's unlabelled term and its mask: (1/B) Σ_b 1[max q_b ≥ β] · KL(sharpen(q_b, T) ‖ p(A(u_b))),
+    sharpen(q, T) = q^{1/T} / Σ_k q_k^{1/T} = softmax(logits_weak / T), without gradient.
     USB writes it as the cross-entropy H(sharpen(q), p): the same gradient, larger by the target's
     entropy; KL is 0 when the strong view agrees with the target."""
     conf, _ = confidence(logits_weak)
     mask = (conf >= threshold).to(torch.float32)
-    target = sharpen(logits_weak, temperature)
-    log_p = F.log_softmax(widen(logits_strong), dim=-1)
-    kl = (target * (target.clamp_min(1e-30).log() - log_p)).sum(-1)
+    kl = kl_from_logits(widen(logits_weak).detach() / temperature, logits_strong, reduction="none")
     return (kl * mask).mean(), mask
 
 
