@@ -3,18 +3,13 @@ arguments, untouched and in order, to that command's own `main(argv)` (Hydra's f
 an argparse parser for the others), which also answers its `--help`.
 
 Shell completion is Hydra's, for `genexp train`'s overrides, plus the command names here:
-`eval "$(genexp -sc install=bash)"` (or `genexp train -sc install=bash`). Hydra registers its
-completion for the name it runs under ("genexp train", two words) and completes a line as
-"<app> <overrides>"; the two functions at the end undo both for a subcommand.
+`eval "$(genexp -sc install=bash)"` (or `genexp train -sc install=bash`); genexp.completion.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import io
 import os
-import re
 import sys
 
 COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
@@ -87,27 +82,13 @@ def completion_action(args: list[str]) -> str | None:
 
 
 def shell_completion(action: str) -> int:
-    """Hydra's completion for `train`, under the name `genexp`; the command names for the rest."""
-    train = command_main("train")
-    if not action.startswith("query="):
-        # Hydra's install/uninstall script names the app as it runs: "genexp train", which would
-        # also register (and run, to complete) any command called `train`. It is the script for `genexp`.
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            code = train(["-sc", action])
-        sys.stdout.write(re.sub(r"\bgenexp train\b", "genexp", out.getvalue()))
-        return code
-    line = os.environ.get("COMP_LINE", "")
-    m = re.match(r"(\s*\S+)\s+train(\s.*)$", line)
-    if m:  # Hydra drops the first word and takes the rest as overrides: without "train", they are
-        os.environ["COMP_LINE"] = m.group(1) + m.group(2)
-        return train(["-sc", action])
-    words = line.split()
-    if len(words) == 1 or (len(words) == 2 and not line.endswith(" ")):  # completing the command's name
-        prefix = words[1] if len(words) == 2 else ""
-        names = [n for n in (*COMMANDS, "--help", "--shell-completion") if n.startswith(prefix)]
-        print(("\n" if action.endswith("=fish") else " ").join(names))
-    return 0  # the other commands' arguments: nothing here, the shell's file names
+    """`-sc ACTION=SHELL`: Hydra's completion for `train`, the command names for the rest
+    (genexp.completion, which imports no command: bash runs it at every TAB)."""
+    from genexp import completion
+
+    if action.startswith("query="):
+        return completion.query(action, os.environ.get("COMP_LINE", ""), COMMANDS)
+    return completion.script(action)
 
 
 if __name__ == "__main__":
