@@ -22,7 +22,8 @@ IDENTITY_KEYS = ("dataset", "model", "method", "labels", "steps", "data_fingerpr
 # Resolved-config keys that say how a run ran, not what it is: runs may differ in them (and in
 # the seed) and still share a cell. Every other key of config.yaml must agree within a cell.
 HOW_TO_RUN_KEYS = {"seed", "progress", "device", "cpu_threads", "resume", "checkpoint_every", "log_every", "compile",
-                   "tag", "experiment_name"}
+                   "tag", "experiment_name", "logger"}
+UNSET = "?"  # field_value of a key a run does not have (none has no method.eps): shown as "—", never as itself
 PERCENT_METRICS = {"test_acc", "val_acc", "test_acc_final", "val_acc_final", "train_acc_final"}
 
 
@@ -93,6 +94,10 @@ def _flatten(node: Any, prefix: str, out: dict[str, str]) -> None:
     if isinstance(node, dict) and node:
         for k, v in node.items():
             _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(node, dict):
+        # An empty node sets nothing (a preset's method_settings: {} only chose its method_preset files,
+        # whose keys are recorded where they land): it must not tell its runs from others.
+        return
     else:
         out[prefix] = node if isinstance(node, str) else json.dumps(node)
 
@@ -118,7 +123,7 @@ def field_value(r: dict[str, Any], key: str) -> str:
     """A run's value for a table key: a result.json key, else any resolved config key."""
     if key in r and not key.startswith("_"):
         return str(r[key])
-    return (r.get("_config") or {}).get(key, "?")
+    return (r.get("_config") or {}).get(key, UNSET)
 
 
 def has_key(r: dict[str, Any], key: str) -> bool:
@@ -157,6 +162,25 @@ def differing_keys(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
                     found.add(k)
         extra += sorted(found, key=lambda k: (k.count("."), k))
     return extra
+
+
+def without_copies(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
+    """`keys` without those that copy another: a key whose value, in every run that has it, is
+    another kept key's (a preset's vat_eps and the method.eps it sets; optim.lr and optim.optimizer.lr).
+    Of a key and its copy the earlier in `keys` stays (differing_keys puts the shallower, the one a
+    user types, first). Keys that merely happen to tell the same runs apart (a search's ε, ξ and α,
+    each new per trial) all stay: each is a setting of its own."""
+    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
+
+    def copies(k: str, of: str) -> bool:
+        having = [r for r in readable if field_value(r, k) != UNSET]
+        return bool(having) and all(field_value(r, k) == field_value(r, of) for r in having)
+
+    kept = list(keys)
+    for k in reversed(keys):
+        if any(copies(k, other) for other in kept if other != k):
+            kept.remove(k)
+    return kept
 
 
 def sort_key(v: str) -> tuple:
@@ -248,8 +272,8 @@ def summarise(results: list[dict[str, Any]], by: list[str], metric: str | Metric
     return rows
 
 
-def check_inputs(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> list[str]:
-    """Raise on keys or a metric no run has; return warnings (pooled experiments, duplicate seeds)."""
+def check_keys(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> None:
+    """Raise on keys or a metric no run has."""
     readable = [r for r in results if r.get("status") != Status.UNREADABLE]
     for k in keys:
         if readable and not any(has_key(r, k) for r in readable):
@@ -264,11 +288,22 @@ def check_inputs(results: list[dict[str, Any]], keys: list[str], metric: Metric)
         extra = " (or test_err, val_err)" if "test_acc" in numeric else ""
         raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric with one of "
                           f"{', '.join(numeric)}{extra}")
-    warnings = [f"unreadable result.json in {r['_path']} (counted as incomplete)"
-                for r in results if r.get("status") == Status.UNREADABLE]
+
+
+def unreadable_warnings(results: list[dict[str, Any]]) -> list[str]:
+    return [f"unreadable result.json in {r['_path']} (counted as incomplete)"
+            for r in results if r.get("status") == Status.UNREADABLE]
+
+
+def duplicate_seeds(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> list[str]:
+    """A warning per cell with two completed runs of one seed that are not one run (copies are
+    counted once before: copies.drop_copies), e.g. reruns with a changed code or no config.yaml."""
+    warnings = []
     for key, c in group(results, keys, metric).items():
         dup = sorted({s for s in c.seeds if c.seeds.count(s) > 1})
         if dup and dup != ["None"]:
-            warnings.append(f"{'/'.join(key)}: several completed runs with seed {','.join(dup)} "
+            name = "/".join("—" if v == UNSET else v for v in key)
+            warnings.append(f"{name}: several completed runs with seed {','.join(dup)} "
                             f"(all are counted)")
     return warnings
+

@@ -16,7 +16,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -258,10 +258,11 @@ class Comparisons:
         return Comparisons(self.base, {pick(k): c for k, c in self.rows.items()},
                            {pick(k) for k in self.baseline_rows}, self.baseline_unused, self.correction)
 
-    def messages(self) -> list[str]:
+    def messages(self, name: Callable[[tuple[str, ...]], str] = "/".join) -> list[str]:
+        """What could not be paired or has no interval; `name` names a row by its key."""
         out = []
         for key, c in self.rows.items():
-            label = "/".join(key)
+            label = name(key)
             if c.unpaired:
                 names = ", ".join(c.unpaired[:5]) + (f" and {len(c.unpaired) - 5} more" if len(c.unpaired) > 5 else "")
                 out.append(f"{label}: {len(c.unpaired)} run(s) without a {self.base} partner (same config, seed "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from genexp.runs.record import Status
-from genexp.tables.cells import Cell, Metric, field_value, group, method_first, sort_key, summarise
+from genexp.tables.cells import UNSET, Cell, Metric, field_value, group, method_first, sort_key, summarise
 from genexp.tables.compare import Comparisons
 from genexp.tables.references import Reference
 
@@ -33,6 +33,50 @@ class Table:
     value_headers: list[str]
     rows: list[Row]
     sources: list[Reference]
+
+
+SHORT_DIGITS = 3  # significant digits of a key's value in a row's name (a search's ε=0.7501954443620124)
+NOT_SET = "—"  # a key the run does not have: none has no method.eps
+
+
+def short_value(value: str, digits: int = SHORT_DIGITS) -> str:
+    """A float's value at `digits` significant digits; any other value (50, auto, 1e-06, 8.0) as it is."""
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    if not any(c in value for c in ".eE") or x != x or x in (float("inf"), float("-inf")):
+        return value
+    text = f"{x:.{digits}g}"
+    return value if float(text) == x else text
+
+
+@dataclass
+class ValueTexts:
+    """How each grouping key's values are shown: floats at 3 significant digits, or more where two
+    values would otherwise read alike (0.3001 and 0.3004), a key a run lacks as "—"."""
+
+    texts: dict[str, dict[str, str]]
+    rounded: bool  # some value is shown rounded (the caption says so; the CSV has every digit)
+
+    @classmethod
+    def of(cls, results: list[dict[str, Any]], keys: Iterable[str]) -> "ValueTexts":
+        texts: dict[str, dict[str, str]] = {}
+        rounded = False
+        for k in keys:
+            raw = {field_value(r, k) for r in results if r.get("status") != Status.UNREADABLE} - {UNSET}
+            for digits in range(SHORT_DIGITS, 18):
+                shown = {v: short_value(v, digits) for v in raw}
+                if len(set(shown.values())) == len(raw):
+                    break
+            texts[k] = shown
+            rounded = rounded or any(shown[v] != v for v in raw)
+        return cls(texts, rounded)
+
+    def __call__(self, key: str, value: str) -> str:
+        if value == UNSET:
+            return NOT_SET
+        return self.texts.get(key, {}).get(value, value)
 
 
 def _best_flags(cells: list[Cell | None], higher: bool) -> list[bool]:
@@ -71,9 +115,12 @@ def _compare_cells(comparisons: Comparisons, key: tuple[str, ...], precision: in
 
 
 def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str], metric: Metric,
-                refs: list[Reference], precision: int, comparisons: Comparisons | None = None) -> Table:
-    """Rows × columns of cells; row keys constant over every run go to the caption."""
+                refs: list[Reference], precision: int, comparisons: Comparisons | None = None,
+                context: list[str] = ()) -> Table:
+    """Rows × columns of cells; row keys constant over every run go to the title, after `context`
+    (the block's name in a table of several experiments)."""
     readable = [r for r in results if r.get("status") != Status.UNREADABLE]
+    show = ValueTexts.of(results, rows + cols)
     constant = [k for k in rows if len({field_value(r, k) for r in readable}) == 1] if readable else []
     shown = [k for k in rows if k not in constant] or rows[-1:]
     constant = [k for k in constant if k not in shown]
@@ -101,7 +148,7 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
                 more, more_bold = _compare_cells(comparisons, rk + ck, precision)
                 texts += more
                 bold += more_bold
-        out_rows.append(Row([" / ".join(rk)], texts, bold))
+        out_rows.append(Row([" / ".join(show(k, v) for k, v in zip(shown, rk))], texts, bold))
     for ref in refs:
         for method, _ in ref.values.items():
             value, as_metric = ref.value_as(metric, method)
@@ -113,18 +160,29 @@ def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str],
                 label += f" = {text} at {ref.labels} labels"
             out_rows.append(Row([label], texts, [False] * len(texts), published=True))
 
-    const_vals = [f"{k}={field_value(readable[0], k)}" for k in constant] if readable else []
+    const_vals = [*context, *([f"{k}={show(k, field_value(readable[0], k))}" for k in constant] if readable else [])]
     caption = "; ".join(filter(None, [
         f"rows: {' / '.join(shown)}, columns: {' / '.join(cols)}",
         "mean ± sample std over seeds (n = completed runs; failed/incomplete runs counted, not averaged)",
+        _rounded_note(show),
         f"bold = best per column ({metric.best_word})" if comparisons is None else "",
         comparisons and _compare_caption(comparisons),
     ]))
     title = f"{metric.name}{metric.unit}" + (f" — {', '.join(const_vals)}" if const_vals else "")
     headers = [h for ck in col_keys_sorted
-               for h in [f"{ck[0]} labels" if cols == ["labels"] else ", ".join(f"{k}={v}" for k, v in zip(cols, ck)),
-                         *extra]]
+               for h in [_labels_header(ck[0]) if cols == ["labels"]
+                         else ", ".join(f"{k}={show(k, v)}" for k, v in zip(cols, ck)), *extra]]
     return Table(title, caption, [" / ".join(shown)], headers, out_rows, refs)
+
+
+def _labels_header(value: str) -> str:
+    # an unreadable result.json says nothing of its labels: its column must not read "? labels"
+    return "labels not recorded" if value == UNSET else f"{value} labels"
+
+
+def _rounded_note(show: ValueTexts) -> str:
+    return (f"key values at {SHORT_DIGITS} significant digits, more where two would read alike (the CSV has every digit)"
+            if show.rounded else "")
 
 
 def _level(comparisons: Comparisons) -> str:
@@ -149,8 +207,9 @@ def _compare_caption(comparisons: Comparisons) -> str:
 
 
 def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, refs: list[Reference],
-               precision: int, comparisons: Comparisons | None = None) -> Table:
+               precision: int, comparisons: Comparisons | None = None, context: list[str] = ()) -> Table:
     rows = summarise(results, by, metric)
+    show = ValueTexts.of(results, by)
     # Bold: best among groups that differ only in the method (all groups if method is not a key).
     others = [k for k in by if k != "method"] if "method" in by else []
     families: dict[tuple, list[int]] = defaultdict(list)
@@ -181,7 +240,7 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
             cells += [s.get("p_adjusted", "—")] if comparisons.correction else []
             better = comp is not None and comp.verdict == "better"
             flags += [better, better] + [False] * (len(cells) - 5)
-        out.append(Row([r[k] for k in by], cells, flags))
+        out.append(Row([show(k, r[k]) for k in by], cells, flags))
     for ref in refs:
         for method in ref.values:
             value, as_metric = ref.value_as(metric, method)
@@ -198,7 +257,10 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
                                                               else "overall")
     else:
         caption += "; " + _compare_caption(comparisons)
-    return Table(f"{metric.name}{metric.unit}", caption, list(by), headers, out, refs)
+    if show.rounded:
+        caption += "; " + _rounded_note(show)
+    title = f"{metric.name}{metric.unit}" + (f" — {', '.join(context)}" if context else "")
+    return Table(title, caption, list(by), headers, out, refs)
 
 
 # --------------------------------------------------------------------------- renderers
@@ -219,19 +281,26 @@ def to_markdown_table(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(tables: list[Table], n_runs: int, notes: list[str] = ()) -> str:
+def to_markdown(blocks: list[tuple[list[Table], int]], notes: list[str] = ()) -> str:
+    """Each block's tables (its pivot and/or flat table) with its number of runs; then the notes and
+    the published figures' sources, once."""
     parts = []
-    for i, t in enumerate(tables):
-        parts.append(("# " if i == 0 else "## ") + (t.title if i == 0 else f"All groups: {t.title}") + "\n")
-        parts.append(f"{t.caption}. {n_runs} runs.\n" if i == 0 else f"{t.caption}.\n")
-        parts.append(to_markdown_table(t))
+    for tables, n_runs in blocks:
+        for i, t in enumerate(tables):
+            parts.append(("# " if i == 0 else "## ") + (t.title if i == 0 else f"All groups: {t.title}") + "\n")
+            parts.append(f"{t.caption}. {n_runs} runs.\n" if i == 0 else f"{t.caption}.\n")
+            parts.append(to_markdown_table(t))
     if notes:
         parts.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-    refs = tables[0].sources if tables else []
+    refs = _sources(blocks)
     if refs:
         parts.append("## Published figures (other datasets and budgets unless stated: context, not targets)\n")
         parts.append("\n".join(f"- {line}" for line in _source_lines(refs)) + "\n")
     return "\n".join(parts)
+
+
+def _sources(blocks: list[tuple[list[Table], int]]) -> list[Reference]:
+    return list({id(r): r for tables, _ in blocks for t in tables[:1] for r in t.sources}.values())
 
 
 COMPARE_FIELDS = ["baseline", "delta", "ci_low", "ci_high", "n_pairs", "confidence", "sd_diff", "verdict",
@@ -239,24 +308,40 @@ COMPARE_FIELDS = ["baseline", "delta", "ci_low", "ci_high", "n_pairs", "confiden
                   "correction"]
 
 
-def to_csv(rows: list[dict[str, Any]], by: list[str], metric: Metric | None = None,
-           refs: Iterable[Reference] = (), comparisons: Comparisons | None = None) -> str:
-    """Tidy CSV, one line per group (and per published figure): machine-readable, unrounded."""
+@dataclass
+class CsvSection:
+    """One block's groups for the tidy CSV: summarise's rows, their keys, the block's comparisons."""
+
+    rows: list[dict[str, Any]]
+    by: list[str]
+    comparisons: Comparisons | None = None
+    experiment: str = ""  # the block's name in a table of several experiments
+
+
+def to_csv(sections: list[CsvSection], metric: Metric | None = None, refs: Iterable[Reference] = ()) -> str:
+    """Tidy CSV, one line per group (and per published figure): machine-readable, unrounded. The
+    keys of every section are columns; a section without one leaves it empty; with several
+    sections (experiments) an `experiment` column says whose a line is."""
     buf = io.StringIO()
-    fields = [*by, "mean", "std", "n", "failed", "incomplete", "seeds", "missing", "metric", "kind", "source", "url"]
-    if comparisons is not None:
+    keys = list(dict.fromkeys(k for sec in sections for k in sec.by))
+    lead = ["experiment"] if len(sections) > 1 else []
+    fields = [*lead, *keys, "mean", "std", "n", "failed", "incomplete", "seeds", "missing", "metric", "kind",
+              "source", "url"]
+    if any(sec.comparisons is not None for sec in sections):
         fields += COMPARE_FIELDS
-        rows = [_with_comparison(r, by, comparisons) for r in rows]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     name = metric.name if metric is not None else ""
-    for r in rows:
-        writer.writerow({**r, "metric": name, "kind": "genexp"})
+    for sec in sections:
+        for r in sec.rows:
+            row = _with_comparison(r, sec.by, sec.comparisons) if sec.comparisons is not None else r
+            unset = {k: "" for k in sec.by if row[k] == UNSET}
+            writer.writerow({**row, **unset, "experiment": sec.experiment, "metric": name, "kind": "genexp"})
     for ref in refs:
         for method in ref.values:
             value, as_metric = ref.value_as(metric, method) if metric is not None else (ref.values[method], ref.metric)
             base = {"dataset": ref.dataset, "model": ref.model, "method": method, "labels": ref.labels}
-            writer.writerow({**{k: base.get(k, "") for k in by}, "mean": value, "metric": as_metric,
+            writer.writerow({**{k: base.get(k, "") for k in keys}, "mean": value, "metric": as_metric,
                              "kind": "published", "source": ref.source, "url": ref.url})
     return buf.getvalue()
 
@@ -323,13 +408,13 @@ def to_latex(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_rich(tables: list[Table], n_runs: int) -> None:
+def print_rich(blocks: list[tuple[list[Table], int]]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table as RichTable
 
     console = Console()
-    for i, t in enumerate(tables):
+    for t, n_runs in ((t, n) for tables, n in blocks for t in tables):
         rt = RichTable(title=escape(f"{t.title}, mean ± std over seeds ({n_runs} runs)"),
                        caption=escape(t.caption))
         for h in t.label_headers:
@@ -351,6 +436,5 @@ def print_rich(tables: list[Table], n_runs: int) -> None:
             label = [f"[italic cyan]{escape(x)}[/italic cyan]" if row.published else escape(x) for x in row.label]
             rt.add_row(*label, *cells)
         console.print(rt)
-    refs = tables[0].sources if tables else []
-    for line in _source_lines(refs):
+    for line in _source_lines(_sources(blocks)):
         console.print(escape(line), style="cyan", soft_wrap=True)

@@ -11,6 +11,11 @@ Giving only --by selects the flat layout, only --rows/--cols the pivot (or say -
 
 Failed and incomplete runs are never dropped: each cell says how many there were. The std is the
 sample standard deviation (n − 1). test_err = 100 − test_acc (likewise val_err, *_err_final).
+Runs of several experiment presets (a parent of several sweeps) get a table each, titled by the
+preset and the settings it holds (experiment=none_vs_vat, vat_eps=0.3); within one, rows are keyed
+by the keys its runs differ in (a key that copies another, the method.eps vat_eps sets, once),
+values at 3 significant digits. One run found twice (a copied dir, a rerun of one config and seed
+elsewhere: the same run_id) is counted once.
 Written as Markdown and CSV by default (--format md,csv,latex or all), atomically.
 """
 from __future__ import annotations
@@ -21,28 +26,44 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from genexp.errors import GenexpError
 from genexp.runs.files import atomic_write_text
 from genexp.runs.record import Status
+from genexp.tables.blocks import Block
+from genexp.tables.blocks import split as split_blocks
 from genexp.tables.cells import (
     Cell,
     Metric,
-    check_inputs,
+    check_keys,
     differing_keys,
+    duplicate_seeds,
     field_value,
     group,
     load_results,
     parse_metric,
     summarise,
+    unreadable_warnings,
+    without_copies,
 )
 from genexp.tables.compare import CORRECTIONS, Baseline, Comparisons, compare, parse_correction
+from genexp.tables.copies import drop_copies
 from genexp.tables.references import BUILTIN_REFERENCES, Reference, load_references, resolve_reference
-from genexp.tables.render import Table, flat_table, pivot_table, print_rich, to_csv, to_latex, to_markdown
+from genexp.tables.render import (
+    CsvSection,
+    Table,
+    ValueTexts,
+    flat_table,
+    pivot_table,
+    print_rich,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
 
 # Re-exported: genexp.tables.plot and the tests import these from genexp.tables.table.
-__all__ = ["BUILTIN_REFERENCES", "Cell", "Metric", "Reference", "Table", "check_inputs", "differing_keys",
+__all__ = ["BUILTIN_REFERENCES", "Cell", "Metric", "Reference", "Table", "check_keys", "differing_keys",
            "field_value", "flat_table", "group", "load_references", "load_results", "main", "parse_metric",
            "pivot_table", "summarise", "to_csv", "to_latex", "to_markdown"]
 
@@ -124,20 +145,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @dataclass
-class Plan:
-    """What one `genexp table` call shows: the runs, the metric, the layout and its keys."""
+class Section:
+    """One block's share of a `genexp table` call: its runs and the keys that group them."""
 
-    results: list[dict[str, Any]]
-    metric: Metric
-    layout: str  # pivot | flat | both
+    block: Block
     rows: list[str]
     cols: list[str]
     by: list[str]
     tidy_keys: list[str]  # the CSV's group keys
     refs: list[Reference]
+    comparisons: dict[tuple[str, ...], Comparisons] | None = None  # per grouping keys (pivot, flat)
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return self.block.results
+
+
+@dataclass
+class Plan:
+    """What one `genexp table` call shows: the runs, the metric, the layout, and a section per
+    experiment preset among the runs (one when they share one)."""
+
+    results: list[dict[str, Any]]
+    metric: Metric
+    layout: str  # pivot | flat | both
+    sections: list[Section]
+    refs: list[Reference]
     formats: list[str]
     warnings: list[str]
-    comparisons: dict[tuple[str, ...], Comparisons] | None = None  # per grouping keys (pivot, flat)
+    notes: list[str]  # runs found twice, blocks without the --compare baseline
 
 
 def _layout(args: argparse.Namespace) -> tuple[str, list[str], list[str], list[str]]:
@@ -153,9 +189,13 @@ def _layout(args: argparse.Namespace) -> tuple[str, list[str], list[str], list[s
     return layout, by, rows, cols
 
 
+def _datasets(results: list[dict[str, Any]]) -> set[str]:
+    return {field_value(r, "dataset") for r in results if r.get("status") != Status.UNREADABLE}
+
+
 def _references_for(refs: list[Reference], results: list[dict[str, Any]]) -> list[Reference]:
     """Published figures only beside runs on the datasets they are context for."""
-    datasets = {field_value(r, "dataset") for r in results if r.get("status") != Status.UNREADABLE}
+    datasets = _datasets(results)
     hidden = [r for r in refs if not r.for_datasets(datasets)]
     if hidden:
         print(f"note: {len(hidden)} published figure set(s) for other datasets not shown "
@@ -165,20 +205,37 @@ def _references_for(refs: list[Reference], results: list[dict[str, Any]]) -> lis
 
 
 def _split_differing(results: list[dict[str, Any]], layout: str, rows: list[str], cols: list[str],
-                     by: list[str]) -> list[str]:
+                     by: list[str], where: str = "") -> list[str]:
     """Extend rows and by (in place) with the keys runs of one cell differ in; warnings."""
     # A cell holds only runs whose configs agree except for the seed: runs that differ in
-    # another key get rows of their own, keyed by it.
+    # another key get rows of their own, keyed by it (of keys that set each other, the one a user sets).
     split_keys: list[str] = []
     for keys, grouped, shown in ((rows, rows + cols, layout != "flat"), (by, by, layout != "pivot")):
-        split = differing_keys(results, grouped) if shown else []
+        split = without_copies(results, differing_keys(results, grouped)) if shown else []
         keys += split
         split_keys += [k for k in split if k not in split_keys]
     if not split_keys:
         return []
-    return [f"runs differ in {', '.join(split_keys)} (not only in seed): shown as separate "
+    return [f"{where}runs differ in {', '.join(split_keys)} (not only in seed): shown as separate "
             f"rows keyed by {'them' if len(split_keys) > 1 else 'it'} (--rows/--by choose "
             f"the keys; any config key works, e.g. optim.lr)"]
+
+
+def _compare(sections: list[Section], base: Baseline, metric: Metric, confidence: float,
+             correction: str | None) -> list[str]:
+    """Each section's comparisons (in place); a note per block without the baseline's runs. A
+    baseline no block has is refused."""
+    notes, errors = [], []
+    for sec in sections:
+        try:
+            sec.comparisons = {tuple(keys): compare(sec.results, keys, metric, base, confidence, correction)
+                               for keys in {tuple(sec.tidy_keys), tuple(sec.rows + sec.cols), tuple(sec.by)}}
+        except GenexpError as e:
+            errors.append(e)
+            notes.append(f"{sec.block.title}: not compared ({e})")
+    if len(errors) == len(sections):
+        raise errors[0]
+    return notes
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -190,54 +247,79 @@ def plan(args: argparse.Namespace) -> Plan:
     results = load_results(args.dirs)
     if not results:
         raise GenexpError(f"no result.json under {', '.join(map(str, args.dirs))}: run genexp train first")
+    results, notes = drop_copies(results)
     refs = _references_for(refs, results)
-    warnings = _split_differing(results, layout, rows, cols, by)
     base = Baseline.parse(args.compare) if args.compare else None
     correction = parse_correction(args.correction)
     if correction is not None and base is None:
         raise GenexpError(f"--correction {correction} adjusts --compare's p-values: add --compare KEY=VALUE "
                           f"(e.g. --compare method=none)")
-    if base is not None:  # a row must say which side of the comparison it is on
-        rows += [base.key] if base.key not in rows + cols else []
-        by += [base.key] if base.key not in by else []
-    tidy_keys = by if layout != "pivot" else rows + cols
-    used = tidy_keys + (rows + cols if layout == "both" else [])
-    warnings += check_inputs(results, list(dict.fromkeys(used)), metric)
-    p = Plan(results, metric, layout, rows, cols, by, tidy_keys, refs, formats, warnings)
+    check_keys(results, list(dict.fromkeys(rows + cols + by)), metric)
+    chosen = set(rows + cols + by) | ({base.key} if base else set())
+    blocks = split_blocks(results, chosen)
+    sections, warnings = [], []
+    for block in blocks:
+        s_rows, s_cols, s_by = list(rows), list(cols), list(by)
+        where = f"{block.title}: " if len(blocks) > 1 else ""
+        warnings += _split_differing(block.results, layout, s_rows, s_cols, s_by, where)
+        if base is not None:  # a row must say which side of the comparison it is on
+            s_rows += [base.key] if base.key not in s_rows + s_cols else []
+            s_by += [base.key] if base.key not in s_by else []
+        tidy_keys = s_by if layout != "pivot" else s_rows + s_cols
+        used = tidy_keys + (s_rows + s_cols if layout == "both" else [])
+        warnings += [where + w for w in duplicate_seeds(block.results, list(dict.fromkeys(used)), metric)]
+        block_refs = [r for r in refs if r.for_datasets(_datasets(block.results))]
+        sections.append(Section(block, s_rows, s_cols, s_by, tidy_keys, block_refs))
     if base is not None:
-        p.comparisons = {tuple(keys): compare(results, keys, metric, base, args.confidence, correction)
-                         for keys in {tuple(tidy_keys), tuple(rows + cols), tuple(by)}}
-    return p
+        notes += _compare(sections, base, metric, args.confidence, correction)
+    warnings = unreadable_warnings(results) + warnings
+    return Plan(results, metric, layout, sections, refs, formats, warnings, notes)
 
 
-def _comparisons(p: Plan, keys: list[str]) -> Comparisons | None:
-    return p.comparisons[tuple(keys)] if p.comparisons else None
+def _comparisons(sec: Section, keys: list[str]) -> Comparisons | None:
+    return sec.comparisons[tuple(keys)] if sec.comparisons else None
 
 
-def tables_of(p: Plan, precision: int) -> list[Table]:
-    tables = []
-    if p.layout in ("pivot", "both"):
-        tables.append(pivot_table(p.results, p.rows, p.cols, p.metric, p.refs, precision,
-                                  _comparisons(p, p.rows + p.cols)))
-    if p.layout in ("flat", "both"):
-        tables.append(flat_table(p.results, p.by, p.metric, p.refs if p.layout == "flat" else [], precision,
-                                 _comparisons(p, p.by)))
-    return tables
+def tables_of(p: Plan, precision: int) -> list[list[Table]]:
+    """Each section's tables: its pivot and/or its flat table."""
+    blocks = []
+    for sec in p.sections:
+        tables = []
+        if p.layout in ("pivot", "both"):
+            tables.append(pivot_table(sec.results, sec.rows, sec.cols, p.metric, sec.refs, precision,
+                                      _comparisons(sec, sec.rows + sec.cols), sec.block.name))
+        if p.layout in ("flat", "both"):
+            tables.append(flat_table(sec.results, sec.by, p.metric, sec.refs if p.layout == "flat" else [],
+                                     precision, _comparisons(sec, sec.by), sec.block.name))
+        blocks.append(tables)
+    return blocks
 
 
 def compare_notes(p: Plan) -> list[str]:
-    """What --compare could not pair, and where there is no interval: said, never dropped."""
-    if not p.comparisons:
-        return []
-    return list(dict.fromkeys(m for c in p.comparisons.values() for m in c.messages()))
+    """What --compare could not pair, and where there is no interval: said, never dropped; each row
+    named as the tables name it (of the CSV's grouping: the pivot's and the flat table's are the same rows)."""
+    notes = []
+    for sec in p.sections:
+        c = _comparisons(sec, sec.tidy_keys)
+        if c is None:
+            continue
+        notes += c.messages(_row_namer(sec, f"{sec.block.title}: " if len(p.sections) > 1 else ""))
+    return list(dict.fromkeys(notes))
 
 
-def write(p: Plan, tables: list[Table], prefix: Path) -> list[str]:
+def _row_namer(sec: Section, where: str) -> Callable[[tuple[str, ...]], str]:
+    show = ValueTexts.of(sec.results, sec.tidy_keys)
+    return lambda key: where + "/".join(show(k, v) for k, v in zip(sec.tidy_keys, key))
+
+
+def write(p: Plan, blocks: list[list[Table]], prefix: Path) -> list[str]:
     """Write the tables in each format, atomically; the paths written."""
-    texts = {"md": lambda: to_markdown(tables, len(p.results), compare_notes(p)),
-             "csv": lambda: to_csv(summarise(p.results, p.tidy_keys, p.metric), p.tidy_keys, p.metric, p.refs,
-                                   _comparisons(p, p.tidy_keys)),
-             "latex": lambda: to_latex(tables[0])}
+    counted = [(tables, len(sec.results)) for tables, sec in zip(blocks, p.sections)]
+    csv_sections = [CsvSection(summarise(sec.results, sec.tidy_keys, p.metric), sec.tidy_keys,
+                               _comparisons(sec, sec.tidy_keys), sec.block.experiment) for sec in p.sections]
+    texts = {"md": lambda: to_markdown(counted, p.notes + compare_notes(p)),
+             "csv": lambda: to_csv(csv_sections, p.metric, p.refs),
+             "latex": lambda: "\n".join(to_latex(tables[0]) for tables in blocks)}
     written = []
     for f in p.formats:
         path = Path(str(prefix) + SUFFIX[f])
@@ -256,9 +338,12 @@ def main(argv: list[str]) -> int:
         return 2
     for w in dict.fromkeys(p.warnings):
         print(f"warning: {w}", file=sys.stderr)
-    for note in compare_notes(p):
+    for note in p.notes + compare_notes(p):
         print(f"note: {note}", file=sys.stderr)
-    print_rich(tables[:1] if p.layout == "both" else tables, len(p.results))
+    if len(p.sections) > 1:
+        print(f"note: runs of {len(p.sections)} experiment presets: a table each, rows keyed by what each "
+              f"sets (--rows/--by with experiment puts them in one)", file=sys.stderr)
+    print_rich([(ts[:1] if p.layout == "both" else ts, len(sec.results)) for ts, sec in zip(tables, p.sections)])
     written = write(p, tables, _out_prefix(args.out, args.dirs))
     print(f"wrote {', '.join(written)}")
     return 0
