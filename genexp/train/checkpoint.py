@@ -23,13 +23,13 @@ from genexp.runs.files import atomic_write
 
 # Keys that say how or where a run executes, not what it computes; they stay out of `run_id`:
 # device and progress are taken from the resuming command, resume is the command itself,
-# cpu_threads, checkpoint_every and log_every change neither the numbers nor the result (log_every:
-# added later, so a run dir recorded before it keeps its id), allow_targets says
+# cpu_threads, checkpoint_every, log_every and logger change neither the numbers nor the result (log_every,
+# logger: added later, so a run dir recorded before them keeps its id), allow_targets says
 # which plugins the command trusts (never taken from a run dir), and a cache_dir (at any depth)
 # only says where a cache lives. Everything else names the run: data, split, model, method,
 # optimizer, steps, seeds, the evaluation schedule, amp, compile, tag, experiment_name.
 NOT_IDENTITY = frozenset({"device", "progress", "resume", "cpu_threads", "checkpoint_every", "log_every",
-                          "allow_targets", "hydra", "cache_dir"})
+                          "logger", "allow_targets", "hydra", "cache_dir"})
 
 
 class UnsafeCheckpoint(GenexpError):

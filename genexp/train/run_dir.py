@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # The files of a run dir that genexp writes with atomic_write: a kill mid-write leaves a temp file
 # of one of these (`.checkpoint.pt.<8 characters>.tmp`), and nothing else of genexp's.
-ATOMIC_FILES = ("checkpoint.pt", "best.pt", "result.json", "metrics.jsonl", "error.log", "split.json")
+ATOMIC_FILES = ("checkpoint.pt", "best.pt", "result.json", "metrics.jsonl", "metrics.csv", "error.log", "split.json")
 
 
 class AlreadyComplete(Exception):
@@ -41,8 +41,8 @@ def no_resume(resume: object) -> bool:
     return resume in (False, None, "false")
 
 
-# Keys a resumed run takes from the new command: how to run it, not what it is.
-HOW_TO_RESUME = ("device", "progress")
+# Keys a resumed run takes from the new command: how to run it, not what it is (logger: how it is watched).
+HOW_TO_RESUME = ("device", "progress", "logger")
 NOT_RECORDED = "allow_targets"  # which plugins this command trusts: not part of what a run is
 
 
@@ -106,7 +106,7 @@ def changed_overrides(cfg: DictConfig, saved: DictConfig, overrides: list[str]) 
     changed = []
     for o in overrides:
         key = _override_key(o)
-        if key in ("resume", NOT_RECORDED, *HOW_TO_RESUME) or key.startswith("hydra."):
+        if key in ("resume", NOT_RECORDED) or key.split(".")[0] in HOW_TO_RESUME or key.startswith("hydra."):
             continue
         new, old = _plain(OmegaConf.select(cfg, key, default=None)), _plain(OmegaConf.select(saved, key, default=None))
         if _differs(new, old):
@@ -133,7 +133,7 @@ def recorded_config(cfg: DictConfig, run_dir: Path, resume: object, overrides: l
                           f"its config.yaml and takes only device= and progress= from the command; drop them, or "
                           f"start a new run in another dir (nothing was changed)")
     for key in HOW_TO_RESUME:  # how to run, not what to run: the new invocation decides
-        saved[key] = cfg[key]
+        saved[key] = cfg.get(key) or {} if key == "logger" else cfg[key]  # logger=[] composes no node: no trackers
     saved.resume = False
     saved.pop(NOT_RECORDED, None)  # a run dir cannot grant itself trust
     if "ema_decay" in saved and "eval_ema" not in saved:  # a run recorded when eval_ema was named ema_decay
