@@ -15,20 +15,19 @@ import os
 import re
 import sys
 from collections.abc import Iterable
-
-import hydra
-from omegaconf import DictConfig
+from typing import Any
 
 from genexp.errors import one_line, show_tracebacks
 
 
-@hydra.main(config_path="configs", config_name="train", version_base="1.3")
-def _train_config(cfg: DictConfig) -> None:  # Hydra's completion reads its config; nothing runs it
-    raise AssertionError("the completion app runs only with -sc")
-
-
 def _hydra(action: str, **env: str) -> str:
     """What Hydra prints for `genexp train -sc <action>` (with `env` set), the app named `genexp`."""
+    import hydra  # here, not at the top: completing a command's name needs none of it
+
+    @hydra.main(config_path="configs", config_name="train", version_base="1.3")
+    def train_config(cfg: Any) -> None:  # Hydra's completion reads its config; nothing runs it
+        raise AssertionError("the completion app runs only with -sc")
+
     out = io.StringIO()
     argv = sys.argv
     # Hydra's install script registers the name the app runs under (basename of argv[0]): `genexp`,
@@ -39,7 +38,7 @@ def _hydra(action: str, **env: str) -> str:
     os.environ.update(HYDRA_FULL_ERROR="1", **env)
     try:
         with contextlib.redirect_stdout(out):
-            _train_config()
+            train_config()
     finally:
         sys.argv = argv
         for k, v in saved.items():
