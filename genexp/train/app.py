@@ -34,6 +34,7 @@ from genexp.train.hydra_workarounds import (
 from genexp.train.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, SweepSignals, exit_code
 from genexp.train.job import Job, JobFailed, begin_hook, report_done, report_failure, report_interrupted, run_job
 from genexp.train.run_dir import remove_stale_temps
+from genexp.train.search import is_search
 from genexp.train.sweep import Refused, Sweep, current_sweep
 
 __all__ = ("main", "hydra_train", "SUBDIR_ENV", "TRACEBACK_ENV")
@@ -45,7 +46,8 @@ def hydra_train(cfg: DictConfig) -> float | None:
     undo_chdir(hc)
     hydra_dir = Path(hc.runtime.output_dir)
     held_logs = HeldFileLogs()
-    job = Job(hydra_dir, hc.mode == RunMode.MULTIRUN, run_dir=hydra_dir, sweep=current_sweep())
+    multirun = hc.mode == RunMode.MULTIRUN
+    job = Job(hydra_dir, multirun, run_dir=hydra_dir, sweep=current_sweep(), search=multirun and is_search(hc))
 
     def begun() -> None:
         held_logs.write()

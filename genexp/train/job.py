@@ -22,10 +22,11 @@ from genexp.runs.files import atomic_write_text
 from genexp.runs.record import Status
 from genexp.train import distributed
 from genexp.train.claim import Claim
-from genexp.train.hydra_workarounds import redirect_file_logs, remove_if_empty, save_hydra_files
+from genexp.train.hydra_workarounds import NO_SUBDIR, redirect_file_logs, remove_if_empty, save_hydra_files
 from genexp.train.interrupt import Interrupted, StopOnSignal
 from genexp.train.method_settings import check_method_settings
 from genexp.train.run_dir import AlreadyComplete, Decision, claim_job_dir, clear_attempt, resolve_resume, without_allow
+from genexp.train.search import hiding_test
 from genexp.train.sweep import Sweep, note_job
 
 
@@ -50,6 +51,7 @@ class Job:
     multirun: bool
     run_dir: Path
     sweep: Sweep  # what the job reports to (genexp.train.sweep)
+    search: bool = False  # a trial of a search: what it prints shows no test accuracy (genexp.train.search)
     d: distributed.Dist = field(default_factory=distributed.Dist)
     state: Any = None  # genexp.train.loop.RunState
 
@@ -82,6 +84,8 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
     validate_config(cfg)  # before anything else, resume included: bad values never start a run
     check_method_settings(HydraConfig.get().runtime.choices)
     job.d = distributed.init(resolve_device(cfg.device).type)
+    if not job.multirun and job.d.is_main:
+        warn_unswept()
     decision: object = None
     held: Claim | None = None
     try:
@@ -109,23 +113,42 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
             on_begin = lambda: clear_attempt(job.run_dir)  # noqa: E731 (once set up: a refusal changes nothing)
         elif ckpt is None:
             on_begin = lambda: save_hydra_files(job.run_dir, without_allow(cfg))  # noqa: E731
-        return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, on_begin=on_begin,
-                     stop=stop, state=job.state)
+        with hiding_test(job.search):
+            return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, on_begin=on_begin,
+                         stop=stop, state=job.state)
     finally:
         if held is not None:
             held.release()
+
+
+def warn_unswept() -> None:
+    """One line when the config defines a sweep (hydra.sweeper.params: a sweep preset) that runs
+    without -m, which is one job with the config's own values."""
+    hc = HydraConfig.get()
+    params = hc.sweeper.get("params") or {}
+    if not params:
+        return
+    preset = hc.runtime.choices.get("experiment")
+    by = f"experiment={preset} is a sweep" if preset else "hydra.sweeper.params defines a sweep"
+    args = [a for a in sys.argv[1:] if a != NO_SUBDIR and not a.lstrip("+~").startswith("hydra.run.dir=")]
+    print(f"warning: {by} (over {', '.join(map(str, params))}), but without -m this runs one job; "
+          f"the sweep: {shlex.join(['genexp', 'train', '-m', *args])}", file=sys.stderr, flush=True)
 
 
 def fmt_acc(v: object) -> str:
     return f"{100 * v:.2f}%" if isinstance(v, (int, float)) else "n/a"
 
 
-def summary_line(result: dict, run_dir: Path) -> str:
+def summary_line(result: dict, run_dir: Path, *, test: bool = True) -> str:
+    """The job's done line; without `test` (a search's trial), validation accuracy alone."""
     wall = int(round(result.get("wall_time_s") or 0))
+    took = f"wall {wall // 3600}:{wall % 3600 // 60:02d}:{wall % 60:02d}, run dir {run_dir}"
+    if not test:
+        return (f"done: val acc {fmt_acc(result.get('val_acc'))} (the search's objective) at step "
+                f"{result.get('best_step')}, final {fmt_acc(result.get('val_acc_final'))}, {took}")
     at = f"at best val (step {result.get('best_step')}, val {fmt_acc(result.get('val_acc'))})" \
         if result.get("selection", "best_val") == "best_val" else "at the final step (no validation set)"
-    return (f"done: test acc {fmt_acc(result.get('test_acc'))} {at}, final {fmt_acc(result.get('test_acc_final'))}, "
-            f"wall {wall // 3600}:{wall % 3600 // 60:02d}:{wall % 60:02d}, run dir {run_dir}")
+    return f"done: test acc {fmt_acc(result.get('test_acc'))} {at}, final {fmt_acc(result.get('test_acc_final'))}, {took}"
 
 
 def resume_command(run_dir: Path, multirun: bool) -> str:
@@ -143,7 +166,7 @@ def report_done(job: Job, result: dict | AlreadyComplete) -> float | None:
     if isinstance(result, AlreadyComplete):
         return result.record.get("val_acc")
     if job.d.is_main:
-        print(summary_line(result, job.run_dir), flush=True)
+        print(summary_line(result, job.run_dir, test=not job.search), flush=True)
     job.sweep.outcomes.append(Status.COMPLETED)
     return result["val_acc"]
 
@@ -151,8 +174,9 @@ def report_done(job: Job, result: dict | AlreadyComplete) -> float | None:
 def report_complete(job: Job, done: AlreadyComplete) -> None:
     r = done.record
     if job.d.is_main:
-        print(f"{done.run_dir} is already complete (test acc {fmt_acc(r.get('test_acc'))} at best "
-              f"val, step {r.get('best_step')}): nothing to resume, nothing was changed")
+        acc = f"val acc {fmt_acc(r.get('val_acc'))}" if job.search else f"test acc {fmt_acc(r.get('test_acc'))} at best val"
+        print(f"{done.run_dir} is already complete ({acc}, step {r.get('best_step')}): nothing to resume, "
+              f"nothing was changed")
         if job.hydra_dir != done.run_dir:
             remove_if_empty(job.hydra_dir)
     job.sweep.outcomes.append(Status.COMPLETED)

@@ -15,6 +15,7 @@ line counts those runs alone.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -38,6 +39,7 @@ from genexp.train.claim import CLAIM_FILE, Claim, add_note, claim
 from genexp.train.hydra_workarounds import NO_SUBDIR, remove_if_empty
 from genexp.train.interrupt import SweepSignals, exit_code
 from genexp.train.run_dir import no_resume
+from genexp.train.search import RESULTS_FILE, best_setting, is_search, rerun_command
 from genexp.train.sweep_objective import maximise_objective
 from genexp.train.threads import PARALLEL_ENV, launcher_parallelism
 
@@ -59,6 +61,8 @@ class Sweep:
     outcomes: list[str] = field(default_factory=list)  # this process's jobs: completed / failed / refused
     claim: Claim | None = None  # the sweep dir's, held by the parent while the command runs
     runs: list[Path] = field(default_factory=list)  # the run dirs of the sweep's jobs (read when the claim is released)
+    search: bool = False  # a search (genexp.train.search), not a grid
+    results_before: int | None = None  # a search's results file's mtime_ns before it ran (None: there was none)
 
     @contextmanager
     def current(self) -> Iterator[Sweep]:
@@ -83,6 +87,8 @@ class Sweep:
         parts = ", ".join(f"{n} {s}" for s, n in counts.items())
         if signum is not None:
             return f"sweep {self.dir} stopped by {name}: {parts}; finish it with: {sweep_resume_command(self.dir)}"
+        if self.search:  # a table of its trials would show their test accuracy: the rerun's table is the one to read
+            return f"sweep {self.dir}: {parts}"
         return f"sweep {self.dir}: {parts}; table: genexp table {shlex.quote(str(self.dir))}"
 
     def failed_line(self, run_dir: str) -> str:
@@ -126,7 +132,27 @@ class Sweep:
         summary = self.summary()
         if summary is not None:
             print(summary, file=sys.stderr if code else sys.stdout, flush=True)
+        rerun = self.rerun_line()
+        if rerun is not None:
+            print(rerun, file=sys.stderr if code else sys.stdout, flush=True)
         return code
+
+    def rerun_line(self) -> str | None:
+        """A search's last line: the command that reruns its best setting over seeds (None when
+        this command's search wrote no best setting)."""
+        if not self.search or self.dir is None:
+            return None
+        try:
+            written = (self.dir / RESULTS_FILE).stat().st_mtime_ns
+        except OSError:
+            return None
+        best = best_setting(self.dir) if written != self.results_before else None  # not an earlier search's
+        if best is None:
+            return None
+        params, value = best
+        acc = f" (val acc {100 * value:.2f}%)" if value is not None else ""
+        args = [a for a in sys.argv[1:] if a != NO_SUBDIR]
+        return f"best setting{acc}; rerun it over seeds for the numbers to report: {rerun_command(args, params)}"
 
 
 CURRENT: ContextVar[Sweep] = ContextVar("genexp_train_sweep")
@@ -170,6 +196,9 @@ class SweepGuard(Callback):
         except GenexpError as e:
             raise Refused(str(e)) from None
         sweep.created = not existed
+        sweep.search = is_search(config.hydra)
+        with contextlib.suppress(OSError):
+            sweep.results_before = (sweep_dir / RESULTS_FILE).stat().st_mtime_ns
         if "joblib" in str(config.hydra.launcher.get("_target_", "")):
             interrupt.use_signal_aware_joblib()
         # How many jobs will share this machine's cores: each job's cpu_threads=auto takes its share

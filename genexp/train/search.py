@@ -1,0 +1,76 @@
+"""A search: a sweep whose sweeper picks settings by what the jobs return (Optuna, Nevergrad, Ax),
+as against a grid (Hydra's basic sweeper), which runs every combination it is given.
+
+A search picks by validation accuracy, so nothing its trials print shows test accuracy (result.json
+and metrics.jsonl still hold it): no one can pick by test either. Its last line is the command that
+reruns the best setting over seeds, the numbers to report, with `hydra/sweeper=basic`: so a search
+preset keeps its sweeper's settings in the hydra/sweeper group (hydra/sweeper/vat_search.yaml),
+which that override replaces whole (settings under `hydra.sweeper:` in the preset itself would not
+compose with the basic sweeper).
+"""
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+RERUN_SEEDS = "0,1,2,3,4"
+RESULTS_FILE = "optimization_results.yaml"  # what Optuna's and Nevergrad's sweepers write at the end
+
+_TEST_SHOWN: ContextVar[bool] = ContextVar("genexp_test_shown", default=True)
+
+
+def is_search(hydra_cfg: DictConfig) -> bool:
+    """Whether the sweep this Hydra config runs is a search (anything but a grid)."""
+    return str(hydra_cfg.sweeper.get("_target_", "")) != BASIC_SWEEPER
+
+
+def test_shown() -> bool:
+    """Whether what the current job prints (log lines, progress bar, done line) may show test accuracy."""
+    return _TEST_SHOWN.get()
+
+
+@contextmanager
+def hiding_test(hide: bool) -> Iterator[None]:
+    """While entered, with `hide`, the job's printed lines show validation accuracy alone."""
+    token = _TEST_SHOWN.set(not hide)
+    try:
+        yield
+    finally:
+        _TEST_SHOWN.reset(token)
+
+
+def best_setting(sweep_dir: Path) -> tuple[dict[str, Any], float | None] | None:
+    """The best setting the search wrote to its sweep dir and its validation accuracy (None when
+    the sweeper does not write it), or None: none written, or several (a Pareto front)."""
+    try:
+        results = yaml.safe_load((sweep_dir / RESULTS_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(results, dict):
+        return None
+    best = results.get("best_params", results.get("best_evaluated_params"))
+    value = results.get("best_value", results.get("best_evaluated_result"))
+    if not isinstance(best, dict) or not best:
+        return None
+    return best, value if isinstance(value, (int, float)) else None
+
+
+def rerun_command(args: list[str], best: dict[str, Any]) -> str:
+    """`genexp train -m` with the search's own arguments `args`, the sweeper's settings and search
+    space replaced by the `best` values, over seeds RERUN_SEEDS, in a new sweep dir."""
+    def key(arg: str) -> str:
+        return arg.split("=", 1)[0].lstrip("+~")
+
+    dropped = {"seed", "resume", "hydra.sweep.dir", "hydra/sweeper", "hydra.output_subdir", *best}
+    kept = [a for a in args if a not in ("-m", "--multirun") and key(a) not in dropped
+            and not key(a).startswith("hydra.sweeper.")]
+    chosen = [f"{k}={v}" for k, v in best.items() if k != "seed"]  # as the sweeper wrote its overrides
+    return shlex.join(["genexp", "train", "-m", *kept, "hydra/sweeper=basic", *chosen, f"seed={RERUN_SEEDS}"])
