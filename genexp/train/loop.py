@@ -42,7 +42,9 @@ from genexp.train.checkpoint import check_belongs, load_checkpoint, rng_state, r
 from genexp.train.compiled import LossFn, step_loss
 from genexp.train.distributed import Dist
 from genexp.train.interrupt import Interrupted, StopOnSignal
+from genexp.train.search import test_shown
 from genexp.train.setup import RunSetup, Subset, prepare, setup_run
+from genexp.train.trackers import Trackers, chosen, open_trackers
 
 log = logging.getLogger("genexp")
 CHECKPOINT = "checkpoint.pt"
@@ -91,6 +93,7 @@ class RunState:
 
     def __init__(self) -> None:
         self.begun = False  # records written (result.json): a failure from here on is recorded
+        self.trackers = Trackers()  # open trackers (rank 0): closed with the run's outcome, whatever it is
 
 
 @dataclass
@@ -151,7 +154,7 @@ class Session:
     started: float
     loss: LossFn  # the method's loss as each step calls it: compiled or not
     compiled: str  # why the loss is (not) compiled
-    writer: Any = None  # TensorBoard's SummaryWriter (rank 0)
+    trackers: Trackers = field(default_factory=Trackers)  # logger= (rank 0; none on the others)
 
     @property
     def model(self) -> Any:
@@ -216,23 +219,15 @@ def resume(s: Session, path: Path, preloaded: dict | None) -> Loop:
 
 
 def open_records(s: Session, resumed_at: int | None) -> None:
-    """metrics.jsonl and TensorBoard (rank 0), cut back to `resumed_at` for a resumed run: the
+    """metrics.jsonl and the trackers (rank 0), cut back to `resumed_at` for a resumed run: the
     steps after its checkpoint are run again."""
     if not s.d.is_main:
         return
-    from torch.utils.tensorboard import SummaryWriter
-
+    kept = []
     if resumed_at is not None and s.metrics_path.exists():
         kept = [ln for ln in s.metrics_path.read_text().splitlines() if json.loads(ln)["step"] <= resumed_at]
         atomic_write_text(s.metrics_path, "".join(ln + "\n" for ln in kept))
-    # TensorBoard drops events at steps >= purge_step: the checkpoint's own step was logged and kept
-    # in metrics.jsonl, so only the steps after it go.
-    s.writer = SummaryWriter(log_dir=str(s.run_dir / "tb"), purge_step=None if resumed_at is None else resumed_at + 1)
-
-
-def close_records(s: Session) -> None:
-    if s.writer is not None:
-        s.writer.close()
+    s.trackers = open_trackers(s.cfg, s.run_dir, resumed_at, [json.loads(ln) for ln in kept])
 
 
 def save(s: Session, loop: Loop, done: int) -> None:
@@ -305,9 +300,7 @@ def log_terms(s: Session, loop: Loop, done: int) -> None:
     record = {"step": done, "lr": s.scheduler.get_last_lr()[0], **{f"train_{k}": v for k, v in means.items()},
               "elapsed_s": time.time() - s.started}
     append_jsonl(s.metrics_path, record)
-    for k, v in record.items():
-        if k not in ("step", "elapsed_s"):
-            s.writer.add_scalar(k, v, done)
+    s.trackers.log(record)
 
 
 def eval_line(s: Session, loop: Loop, done: int, train_loss: dict[str, float], pace: Pace) -> str:
@@ -316,8 +309,8 @@ def eval_line(s: Session, loop: Loop, done: int, train_loss: dict[str, float], p
         return "-" if v is None else f"{100 * v:.2f}%"
 
     terms = " ".join(f"train_{k} {v:.4f}" for k, v in train_loss.items())
-    return (f"step {done}/{s.cfg.steps} | {terms} | val_acc {pct(loop.last['val_acc'])} test_acc "
-            f"{pct(loop.last['test_acc'])} | {pace.text(done)}")
+    test = f" test_acc {pct(loop.last['test_acc'])}" if test_shown() else ""  # not in a search's trial
+    return f"step {done}/{s.cfg.steps} | {terms} | val_acc {pct(loop.last['val_acc'])}{test} | {pace.text(done)}"
 
 
 def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, progress: TrainProgress,
@@ -344,14 +337,14 @@ def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, p
                  "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - s.started}
     if s.d.is_main:
         append_jsonl(s.metrics_path, loop.last)
-        for k, v in loop.last.items():
-            if k != "step" and v is not None:
-                s.writer.add_scalar(k, v, done)
+        s.trackers.log(loop.last)
     if not has_val or val_acc > loop.best["val_acc"]:
         loop.best = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
         save_best(s, loop, eval_model)
     shown = {"val_acc": val_acc} if has_val else {}
-    progress.update(done, loss=train_loss["loss"], train_acc=train_acc, **shown, test_acc=test_acc)
+    if test_shown():  # not in a search's trial (genexp.train.search): no one picks by test accuracy
+        shown["test_acc"] = test_acc
+    progress.update(done, loss=train_loss["loss"], train_acc=train_acc, **shown)
     if s.d.is_main and pace is not None:
         progress.note(log, "%s", eval_line(s, loop, done, train_loss, pace))
 
@@ -381,9 +374,10 @@ def stopping(s: Session, stop: StopOnSignal, done: int) -> bool:
 
 
 def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str, Any], resume_from: Path | None,
-           preloaded: dict | None, d: Dist, begin: Any, stop: StopOnSignal | None) -> dict[str, Any]:
+           preloaded: dict | None, d: Dist, begin: Any, stop: StopOnSignal | None, state: RunState) -> dict[str, Any]:
     started = time.time()
     log_every = log_every_of(cfg)
+    chosen(cfg)  # a tracker whose package is missing is refused before anything is written
     if preloaded is not None and resume_from is not None:
         check_belongs(preloaded, cfg, resume_from)  # before the data is built: a foreign checkpoint is refused at once
     split_file = run_dir / "split.json" if resume_from is not None else None  # a resumed run keeps its split
@@ -399,6 +393,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
     if resume_from is not None and d.is_main and loop.best_weights is not None:
         write_best(run_dir, loop.best_weights)  # a session lost after the checkpoint may have written a later best
     open_records(s, loop.step if resume_from is not None else None)
+    state.trackers = s.trackers
     host_loss = device.type == "cpu" and not d.enabled
     s.model.train()
     pace = Pace(cfg.steps, start=loop.step, before_s=loop.wall_before + time.time() - started)
@@ -429,10 +424,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, base: dict[str,
             if stop is not None and done < cfg.steps and stopping(s, stop, done):
                 if done % cfg.checkpoint_every:
                     save(s, loop, done)
-                close_records(s)
                 raise Interrupted(stop.signum or signal.SIGTERM, done, cfg.steps)
-    close_records(s)
-    return result_record(s, loop, base)
+    result = result_record(s, loop, base)
+    s.trackers.finish(result)
+    return result
 
 
 def log_every_of(cfg: DictConfig) -> int:
@@ -560,8 +555,9 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, ch
         state.begun = True
 
     try:
-        result = _train(cfg, run_dir, device, base, resume_from, checkpoint, d, begin, stop)
+        result = _train(cfg, run_dir, device, base, resume_from, checkpoint, d, begin, stop, state)
     except BaseException as e:
+        state.trackers.close(stopped_record(e)["status"])
         if not state.begun and not isinstance(e, Interrupted):
             if resume_from is not None or isinstance(e, (GenexpError, KeyboardInterrupt)):
                 raise  # refused, or stopped before anything was written: leave the dir as it was
