@@ -14,10 +14,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.data.dataset import Dataset
 from genexp.data.text import tfidf_encode
+from genexp.data.user_function import function_dataset, genexp_keys
 from genexp.errors import GenexpError
 from genexp.methods.base import Method
 from genexp.models.base import GenexpModel
 from genexp.models.frozen import FROZEN_KEYS, frozen_features, frozen_head, is_frozen
+from genexp.models.plain import as_genexp_model, constructor_kwargs
 from genexp.runs.config_keys import ADDED_KEYS
 
 
@@ -213,7 +215,14 @@ def build_dataset(cfg: DictConfig) -> Dataset:
     # `max_features` configures the TF-IDF encoding below, not the loader.
     for key in BUILD_KEYS["dataset"]:
         node.pop(key, None)
+    own = genexp_keys(node)
     data: Dataset = _instantiate(node, "dataset")
+    if not isinstance(data, Dataset):
+        # Your own function's arrays (genexp.data.user_function has the contract).
+        data = function_dataset(data, f"dataset._target_={node._target_}", cfg.dataset.name, **own)
+    else:
+        for key, value in own.items():  # a function of yours that returns a genexp Dataset itself
+            setattr(data, key, value)
     if data.is_text and isinstance(data.x_train, list):
         encoder = cfg.model.text_encoder
         if encoder is None:
@@ -239,7 +248,10 @@ def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:
     factory = _instantiate(node, "model", _partial_=True)
     # Data-dependent constructor arguments a text encoder hands over (e.g. the vocabulary size
     # and token counts of a vocabulary built on the training texts, for model=lstm).
-    return factory(input_shape=data.input_shape, num_classes=data.num_classes, **data.model_kwargs)
+    offered = {"input_shape": data.input_shape, "num_classes": data.num_classes, **data.model_kwargs}
+    where = f"model={cfg.model.name} ({node._target_})"
+    model = factory(**constructor_kwargs(factory, offered, where))
+    return as_genexp_model(model, where, tokens=data.mask_train is not None)
 
 
 def build_method(cfg: DictConfig) -> Method:
