@@ -62,8 +62,11 @@ def encoder_identity(name_or_path: str) -> dict[str, str]:
     return {"model": path, "revision": commit}
 
 
-# no_grad, not inference_mode: inference tensors could not be used in the head's autograd graph later.
-@torch.no_grad()
+# Texts tokenised per call: a fast tokenizer's call on 20k tweets holds the interpreter for
+# seconds, in which a signal's handler (genexp.train.interrupt.stop_at_once) cannot run.
+TOKENIZE_CHUNK = 2048
+
+
 def encode_texts(texts: Sequence[str], encoder: torch.nn.Module, tokenizer: Any, *, max_length: int,
                  pooling: str = "mean", normalize: bool = True, batch_size: int = 64,
                  device: torch.device | str = "cpu", progress: Any = None) -> Tensor:
@@ -71,8 +74,12 @@ def encode_texts(texts: Sequence[str], encoder: torch.nn.Module, tokenizer: Any,
 
     Texts are batched by token length (longest first, so the memory peak comes at once) and
     padded per batch: on short tweets with a few long ones this avoids most padded compute."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-    ids = enc["input_ids"]
+    enc: dict[str, list] = {}
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        part = tokenizer(list(texts[start:start + TOKENIZE_CHUNK]), truncation=True, max_length=max_length)
+        for k, v in part.items():
+            enc.setdefault(k, []).extend(v)
+    ids = enc.get("input_ids", [])
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     out: Tensor | None = None
     encoder.eval()
@@ -80,8 +87,11 @@ def encode_texts(texts: Sequence[str], encoder: torch.nn.Module, tokenizer: Any,
         rows = order[start:start + batch_size]
         batch = tokenizer.pad({k: [enc[k][i] for i in rows] for k in enc.keys()}, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
-        hidden = encoder(**batch).last_hidden_state
-        feats = pool(hidden.float(), batch["attention_mask"], pooling, normalize).cpu()
+        # inference_mode, not no_grad: less bookkeeping per op. Its tensors could not enter the head's
+        # autograd graph later, so they are copied into `out`, made outside it.
+        with torch.inference_mode():
+            hidden = encoder(**batch).last_hidden_state
+            feats = pool(hidden.float(), batch["attention_mask"], pooling, normalize).cpu()
         if out is None:
             out = torch.empty(len(ids), feats.shape[1], dtype=torch.float32)
         out[torch.as_tensor(rows)] = feats
@@ -112,8 +122,12 @@ class _Counter:
 def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling: str = "mean",
                 normalize: bool = True, batch_size: int = 64, cache_dir: str = "~/.cache/genexp/features",
                 device: str = "auto", progress: bool = True) -> Dataset:
-    """Replace the dataset's texts by pooled encoder features (from the cache when it holds them)."""
+    """Replace the dataset's texts by pooled encoder features (from the cache when it holds them).
+
+    The encoding takes every core this process may use, whatever the training's `cpu_threads`:
+    it runs once, before any run of a sweep trains (the others wait on the cache's lock)."""
     from genexp.runs.progress import TrainProgress
+    from genexp.train.threads import usable_cores
 
     if not isinstance(max_length, int) or max_length < 2:
         raise GenexpError(f"model.text_encoder.max_length={max_length} must be an integer >= 2")
@@ -139,14 +153,22 @@ def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling
         encoder.requires_grad_(False)
         started = time.perf_counter()
         total = len(data.x_train) + len(data.x_test)
-        with TrainProgress(total, enabled=progress, label="encode") as bar:
-            counter = _Counter(bar, total)
-            kw = dict(max_length=max_length, pooling=pooling, normalize=normalize, batch_size=batch_size,
-                      device=dev, progress=counter)
-            train = encode_texts(data.x_train, encoder, tokenizer, **kw)
-            test = encode_texts(data.x_test, encoder, tokenizer, **kw)
-        log.info("features: encoded %d texts in %.1f s on %s (%d threads)", total, time.perf_counter() - started,
-                 dev, torch.get_num_threads())
+        training_threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(usable_cores())
+        try:
+            log.info("features: encoding %d texts on %s (%d threads, batches of %d)", total, dev,
+                     torch.get_num_threads(), batch_size)
+            with TrainProgress(total, enabled=progress, label="encode") as bar:
+                counter = _Counter(bar, total)
+                kw = dict(max_length=max_length, pooling=pooling, normalize=normalize, batch_size=batch_size,
+                          device=dev, progress=counter)
+                train = encode_texts(data.x_train, encoder, tokenizer, **kw)
+                test = encode_texts(data.x_test, encoder, tokenizer, **kw)
+            log.info("features: encoded %d texts in %.1f s on %s (%d threads)", total, time.perf_counter() - started,
+                     dev, torch.get_num_threads())
+        finally:
+            torch.set_num_threads(training_threads)
         return {"train": train, "test": test}
 
     feats = cached(os.path.expanduser(cache_dir), parts, build)

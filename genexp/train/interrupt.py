@@ -5,7 +5,9 @@ at that step, records `status: interrupted` and exits 130 (SIGINT) or 143 (SIGTE
 signal stops at once (KeyboardInterrupt): resuming then continues from the last periodic
 checkpoint. When a handler of our own replaced a Python handler (submitit's SIGUSR2 handler
 under `hydra/launcher=slurm`), that handler is called after the checkpoint is saved, so the job
-is requeued as submitit would have done.
+is requeued as submitit would have done. Before training, inside `stop_at_once` (encoding
+frozen-encoder features: minutes, and nothing a stop could leave half-done), the first signal
+raises Interrupted at once instead.
 
 A sweep (`-m`) is stopped as a whole: its parent process holds `ForwardSignals`, which passes a
 signal on to the worker processes of the joblib launcher (each saves and records its run as
@@ -23,6 +25,7 @@ where getppid() keeps the dead parent's pid: there the workers are left running 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -30,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Iterator
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR2")
 FORWARDED = ("SIGINT", "SIGTERM")
@@ -89,6 +92,27 @@ class JobInterrupted(Exception):
 
 
 _running = 0  # jobs of this process inside their StopOnSignal: saving, when stopped, happens in there
+_entered: list["StopOnSignal"] = []  # innermost last
+
+
+@contextlib.contextmanager
+def stop_at_once(steps: int) -> Iterator[None]:
+    """Within: a first SIGINT/SIGTERM raises Interrupted (step 0 of `steps`) wherever the main
+    thread is, instead of being noted for the next step boundary; a signal noted before raises on
+    entry. For long phases before training that leave nothing half-done when stopped anywhere
+    (loading an encoder and encoding texts, whose cache entry is written atomically): they stop
+    within one op, not after minutes of calls that never look at a flag."""
+    stop = _entered[-1] if _entered else None
+    if stop is None:
+        yield
+        return
+    if stop.signum is not None:
+        raise Interrupted(stop.signum, 0, steps)
+    before, stop.at_once = stop.at_once, steps
+    try:
+        yield
+    finally:
+        stop.at_once = before
 
 
 class StopOnSignal:
@@ -102,6 +126,7 @@ class StopOnSignal:
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
         self.sweep = sweep
+        self.at_once: int | None = None  # inside stop_at_once: the run's steps
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
@@ -109,10 +134,13 @@ class StopOnSignal:
         self.signum = signum
         if self.sweep is not None:
             self.sweep.note(signum)
+        if self.at_once is not None:
+            raise Interrupted(signum, 0, self.at_once)
 
     def __enter__(self) -> "StopOnSignal":
         global _running
         _running += 1
+        _entered.append(self)
         if threading.current_thread() is not threading.main_thread():
             return self
         for name in SIGNALS:
@@ -134,6 +162,8 @@ class StopOnSignal:
             signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
         self.previous = {}
         _running -= 1
+        if self in _entered:
+            _entered.remove(self)
 
     def chain(self, signum: int) -> None:
         """Hand a signal we took over from a Python handler (not SIGINT's default) back to it."""
