@@ -19,14 +19,18 @@ TINY = [*FAST, "checkpoint_every=10", "model.widths=[16]", "cpu_threads=1"]
 
 
 def train_cfg(*overrides: str, hydra_config: bool = False):
-    """`genexp train`'s config for these overrides, composed in-process (nothing runs);
-    `hydra_config=True` keeps the `hydra` node (sweeper params, launcher)."""
+    """`genexp train`'s config for these overrides, composed in-process (nothing runs) with its
+    preset's method_overrides merged, as a run has it; `hydra_config=True` keeps the `hydra` node
+    (sweeper params, launcher)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from genexp.train.method_overrides import apply_method_overrides
+
     GlobalHydra.instance().clear()
     with initialize_config_module("genexp.configs", version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
+        return apply_method_overrides(cfg, overrides)
 
 
 def genexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from genexp.data.dataset import Dataset, as_long
 from genexp.errors import GenexpError
+from genexp.locate import locate
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 GENEXP_KEYS = ("val_size",)
@@ -29,13 +30,11 @@ GENEXP_KEYS = ("val_size",)
 def genexp_keys(node: DictConfig) -> dict[str, Any]:
     """Remove from `node` (a user function's config) the keys genexp applies itself, those the
     function does not declare, and return them. genexp's own loaders keep theirs."""
-    from hydra._internal.utils import _locate
-
     target = node.get("_target_")
     if not isinstance(target, str) or target.startswith("genexp."):
         return {}
     try:
-        params = inspect.signature(_locate(target)).parameters
+        params = inspect.signature(locate(target)).parameters
     except Exception:  # does not import, or has no signature: instantiate says so
         return {}
     return {k: node.pop(k) for k in GENEXP_KEYS if k in node and k not in params}

@@ -208,9 +208,11 @@ def compose(overrides: list[str]) -> Any:
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from genexp.train.method_overrides import apply_method_overrides
+
     GlobalHydra.instance().clear()
     with initialize_config_module("genexp.configs", version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+        return apply_method_overrides(hydra_compose("train", overrides=overrides), overrides)
 
 
 def methods_to_time(cfg: Any, overrides: list[str], methods: list[str] | None, textbook: bool,

@@ -16,6 +16,7 @@ from genexp.data.dataset import Dataset
 from genexp.data.text import tfidf_encode
 from genexp.data.user_function import function_dataset, genexp_keys
 from genexp.errors import GenexpError
+from genexp.locate import locate
 from genexp.methods.base import Method
 from genexp.models.base import GenexpModel
 from genexp.models.frozen import FROZEN_KEYS, frozen_features, frozen_head, is_frozen
@@ -126,8 +127,6 @@ def target_refusal(target: Any, allow_modules: Iterable[str] = (), chosen: Itera
     anything is imported (importing a module runs it), then what it names: `genexp.x.torch.load`
     starts like genexp's but is torch.load.
     """
-    from hydra._internal.utils import _locate
-
     if not isinstance(target, str) or not target:
         return "is not a dotted name"
     if target in set(chosen):
@@ -143,7 +142,7 @@ def target_refusal(target: Any, allow_modules: Iterable[str] = (), chosen: Itera
     else:
         return "is not genexp's nor a torch.optim optimiser or scheduler"
     try:
-        obj = _locate(target)
+        obj = locate(target)
     except Exception:
         return "does not import"
     return None if check(obj) else "is not a genexp method, model, dataset loader or torch.optim optimiser/scheduler"
@@ -154,8 +153,6 @@ def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chos
     `_target_` the user did not choose (see `target_refusal`), or passes one of genexp's or
     torch.optim's targets a key it does not declare (see `keyword_refusal`). The arguments of the
     user's own code (allow_targets, or named by the command's config) are left to that code."""
-    from hydra._internal.utils import _locate
-
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     allow, chosen = list(allow_modules), set(chosen)
     for key, target in config_targets(container):
@@ -172,7 +169,7 @@ def check_targets(cfg: Any, source: str, allow_modules: Iterable[str] = (), chos
         if not target.startswith(("genexp.", "torch.optim.")):
             continue
         try:
-            obj = _locate(target)
+            obj = locate(target)
         except Exception:  # a target the command's own config names, as this run dir does, that does not import
             raise GenexpError(f"{source}: {path}._target_={target!r} does not import: fix the config or reinstall "
                               f"genexp (nothing was changed)") from None

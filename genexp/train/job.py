@@ -24,7 +24,7 @@ from genexp.train import distributed
 from genexp.train.claim import Claim
 from genexp.train.hydra_workarounds import NO_SUBDIR, redirect_file_logs, remove_if_empty, save_hydra_files
 from genexp.train.interrupt import Interrupted, StopOnSignal
-from genexp.train.method_settings import check_method_settings
+from genexp.train.method_overrides import apply_method_overrides
 from genexp.train.run_dir import AlreadyComplete, Decision, claim_job_dir, clear_attempt, resolve_resume, without_allow
 from genexp.train.search import hiding_test
 from genexp.train.sweep import Sweep, note_job
@@ -81,8 +81,10 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
     from genexp.train.loop import train
     from genexp.train.setup import resolve_device, validate_config
 
+    hc = HydraConfig.get()
+    # the preset's per-method settings, before the config is checked and recorded (config.yaml shows them)
+    apply_method_overrides(cfg, [*hc.overrides.hydra, *hc.overrides.task], hc.job.config_name)
     validate_config(cfg)  # before anything else, resume included: bad values never start a run
-    check_method_settings(HydraConfig.get().runtime.choices)
     job.d = distributed.init(resolve_device(cfg.device).type)
     if not job.multirun and job.d.is_main:
         warn_unswept()

@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# How the _target_ of Hydra's grid sweeper (hydra/sweeper=basic) ends: its module is in Hydra's private
+# package, whose path a release may change.
+BASIC_SWEEPER = ".basic_sweeper.BasicSweeper"
 RERUN_SEEDS = "0,1,2,3,4"
 RESULTS_FILE = "optimization_results.yaml"  # what Optuna's and Nevergrad's sweepers write at the end
 
@@ -29,7 +31,7 @@ _TEST_SHOWN: ContextVar[bool] = ContextVar("genexp_test_shown", default=True)
 
 def is_search(hydra_cfg: DictConfig) -> bool:
     """Whether the sweep this Hydra config runs is a search (anything but a grid)."""
-    return str(hydra_cfg.sweeper.get("_target_", "")) != BASIC_SWEEPER
+    return not str(hydra_cfg.sweeper.get("_target_", "")).endswith(BASIC_SWEEPER)
 
 
 def test_shown() -> bool:
