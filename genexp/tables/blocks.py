@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from genexp.runs.record import Status
 from genexp.tables.cells import HOW_TO_RUN_KEYS, UNSET, field_value
 from genexp.tables.render import short_value
+from genexp.tables.run import Run
 
 # The keys that name a run's preset: result.json's `experiment`, config.yaml's `experiment_name`.
 EXPERIMENT_KEYS = ("experiment", "experiment_name")
@@ -28,7 +27,7 @@ class Block:
     """The runs of one experiment preset and the words that tell them from the other blocks' runs."""
 
     name: list[str]  # "experiment=none_vs_vat", "vat_eps=0.3"; [] when the table has one block
-    results: list[dict[str, Any]]
+    results: list[Run]
     experiment: str = ""  # the preset's name ("" without one, or when the table has one block)
 
     @property
@@ -36,29 +35,29 @@ class Block:
         return ", ".join(self.name)
 
 
-def experiment_of(r: dict[str, Any]) -> str:
+def experiment_of(r: Run) -> str:
     """The run's preset's name; NO_PRESET without one (a run recorded before presets were, too)."""
     value = field_value(r, "experiment")
     value = field_value(r, "experiment_name") if value == UNSET else value
     return NO_PRESET if value == UNSET else value
 
 
-def split(results: list[dict[str, Any]], chosen: set[str]) -> list[Block]:
+def split(results: list[Run], chosen: set[str]) -> list[Block]:
     """One block per experiment preset, the runs without one first; one block of all runs when
     they share a preset or a grouping key the user chose (`chosen`: --rows/--cols/--by/--compare)
     is the preset itself."""
-    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
-    by_experiment: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    readable = [r for r in results if r.readable]
+    by_experiment: dict[str, list[Run]] = defaultdict(list)
     for r in readable:
         by_experiment[experiment_of(r)].append(r)
     if len(by_experiment) < 2 or chosen & set(EXPERIMENT_KEYS):
         return [Block([], results)]
     names = sorted(by_experiment, key=lambda e: (e != NO_PRESET, e))
     # A run whose result.json cannot be read has no preset to go by: it goes with its sweep's runs.
-    sweep_of = {str(Path(r["_path"]).parent): experiment_of(r) for r in readable}
+    sweep_of = {str(Path(r.path).parent): experiment_of(r) for r in readable}
     for r in results:
-        if r.get("status") == Status.UNREADABLE:
-            by_experiment[sweep_of.get(str(Path(r["_path"]).parent), names[0])].append(r)
+        if not r.readable:
+            by_experiment[sweep_of.get(str(Path(r.path).parent), names[0])].append(r)
     settings = {e: _settings(by_experiment[e], chosen) for e in names}
     blocks = []
     for e in names:
@@ -69,11 +68,11 @@ def split(results: list[dict[str, Any]], chosen: set[str]) -> list[Block]:
     return blocks
 
 
-def _settings(runs: list[dict[str, Any]], chosen: set[str]) -> dict[str, str]:
+def _settings(runs: list[Run], chosen: set[str]) -> dict[str, str]:
     """The top-level settings (steps, vat_eps, ...: what a user sets by name) every run of `runs` holds
     at one value; the grouping keys and how the runs ran left out."""
-    readable = [r for r in runs if r.get("status") != Status.UNREADABLE]
-    keys = {k for r in readable for k in (r.get("_config") or {}) if "." not in k}
+    readable = [r for r in runs if r.readable]
+    keys = {k for r in readable for k in r.config if "." not in k}
     keys -= HOW_TO_RUN_KEYS | chosen | set(EXPERIMENT_KEYS) | {"seed"}
     out = {}
     for k in sorted(keys):

@@ -15,7 +15,8 @@ from typing import Any
 
 from genexp.errors import GenexpError
 from genexp.runs.config_keys import as_today
-from genexp.runs.record import RESULT, Status, read_result
+from genexp.runs.record import RESULT, Status, read_record
+from genexp.tables.run import Run
 
 # Keys that make runs different experiments, from result.json (runs without config.yaml too).
 IDENTITY_KEYS = ("dataset", "model", "method", "labels", "steps", "data_fingerprint")
@@ -48,7 +49,7 @@ class Metric:
     def best_word(self) -> str:
         return "max" if self.higher_is_better else "min"
 
-    def value(self, r: dict[str, Any]) -> float | None:
+    def value(self, r: Run) -> float | None:
         v = r.get(self.key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return None
@@ -74,7 +75,8 @@ def parse_metric(name: str, best: str = "auto") -> Metric:
 # --------------------------------------------------------------------------- results
 
 
-def load_results(dirs: list[Path]) -> list[dict[str, Any]]:
+def load_results(dirs: list[Path]) -> list[Run]:
+    """Every run under `dirs`, in path order; a result.json that cannot be read is a Run without a record."""
     results = []
     for d in dirs:
         if not d.exists():
@@ -82,11 +84,9 @@ def load_results(dirs: list[Path]) -> list[dict[str, Any]]:
         if not d.is_dir():
             raise GenexpError(f"{d} is not a directory: pass run or sweep directories (default outputs/)")
         for path in sorted(d.rglob(RESULT)):
-            r = read_result(path.parent)
-            if r is None:
-                results.append({"status": Status.UNREADABLE, "_path": str(path.parent)})
-            else:
-                results.append(r | {"_path": str(path.parent), "_config": _flat_config(path.parent / "config.yaml")})
+            record = read_record(path.parent)
+            config = {} if record is None else _flat_config(path.parent / "config.yaml")
+            results.append(Run(str(path.parent), record, config))
     return results
 
 
@@ -119,28 +119,28 @@ def _flat_config(path: Path) -> dict[str, str]:
     return out
 
 
-def field_value(r: dict[str, Any], key: str) -> str:
+def field_value(r: Run, key: str) -> str:
     """A run's value for a table key: a result.json key, else any resolved config key."""
-    if key in r and not key.startswith("_"):
-        return str(r[key])
-    return (r.get("_config") or {}).get(key, UNSET)
+    if r.has(key):
+        return str(r.get(key))
+    return r.config.get(key, UNSET)
 
 
-def has_key(r: dict[str, Any], key: str) -> bool:
-    return (key in r and not key.startswith("_")) or key in (r.get("_config") or {})
+def has_key(r: Run, key: str) -> bool:
+    return r.has(key) or key in r.config
 
 
-def differing_keys(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
+def differing_keys(results: list[Run], keys: list[str]) -> list[str]:
     """Keys (beyond `keys` and the seed) in which runs grouped into one cell by `keys` differ.
 
     Adding them to the keys leaves every cell with runs that agree on everything but the seed.
     A group's `name` key is reported as the group (method.name -> method) and, when the group
     differs, its other keys are left to the regrouped pass.
     """
-    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
+    readable = [r for r in results if r.readable]
     extra: list[str] = []
     for pass_ in ("identity", "config"):
-        cells: dict[tuple, list[dict]] = defaultdict(list)
+        cells: dict[tuple, list[Run]] = defaultdict(list)
         for r in readable:
             cells[tuple(field_value(r, k) for k in keys + extra)].append(r)
         found: set[str] = set()
@@ -150,27 +150,27 @@ def differing_keys(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
             if pass_ == "identity":
                 candidates = set(IDENTITY_KEYS)
             else:
-                candidates = {k for r in runs if r.get("_config") for k in r["_config"]}
+                candidates = {k for r in runs for k in r.config}
             for k in candidates - set(keys) - set(extra) - HOW_TO_RUN_KEYS:
                 if k.endswith(".name") and k[:-5] in IDENTITY_KEYS:
                     k = k[:-5]
                     if k in keys or k in extra:
                         continue
-                values = {field_value(r, k) for r in runs if pass_ == "identity" and k in r or
-                          pass_ == "config" and r.get("_config")}
+                values = {field_value(r, k) for r in runs if pass_ == "identity" and r.has(k) or
+                          pass_ == "config" and r.config}
                 if len(values) > 1:
                     found.add(k)
         extra += sorted(found, key=lambda k: (k.count("."), k))
     return extra
 
 
-def without_copies(results: list[dict[str, Any]], keys: list[str]) -> list[str]:
+def without_copies(results: list[Run], keys: list[str]) -> list[str]:
     """`keys` without those that copy another: a key whose value, in every run that has it, is
     another kept key's (a preset's vat_eps and the method.eps it sets; optim.lr and optim.optimizer.lr).
     Of a key and its copy the earlier in `keys` stays (differing_keys puts the shallower, the one a
     user types, first). Keys that merely happen to tell the same runs apart (a search's ε, ξ and α,
     each new per trial) all stay: each is a setting of its own."""
-    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
+    readable = [r for r in results if r.readable]
 
     def copies(k: str, of: str) -> bool:
         having = [r for r in readable if field_value(r, k) != UNSET]
@@ -217,8 +217,8 @@ class Cell:
     def std(self) -> float | None:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
-    def add(self, r: dict[str, Any], metric: Metric) -> None:
-        status = r.get("status")
+    def add(self, r: Run, metric: Metric) -> None:
+        status = r.status
         if status == Status.COMPLETED:
             v = metric.value(r)
             if v is None:
@@ -252,50 +252,49 @@ class Cell:
         return f"{self.stat(precision)} ({self.notes(metric)})"
 
 
-def group(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> dict[tuple[str, ...], Cell]:
+def group(results: list[Run], keys: list[str], metric: Metric) -> dict[tuple[str, ...], Cell]:
     cells: dict[tuple[str, ...], Cell] = defaultdict(Cell)
     for r in results:
         cells[tuple(field_value(r, k) for k in keys)].add(r, metric)
     return dict(cells)
 
 
-def summarise(results: list[dict[str, Any]], by: list[str], metric: str | Metric) -> list[dict[str, Any]]:
-    """One row per group: n completed, failed/incomplete counts, mean and sample std (flat layout)."""
+def summarise(results: list[Run], by: list[str], metric: str | Metric) -> list[dict[str, Any]]:
+    """One row per group: n completed, failed/incomplete counts, mean and sample std (flat layout;
+    each row's Cell is group's under the row's key values)."""
     m = parse_metric(metric) if isinstance(metric, str) else metric
     cells = group(results, by, m)
     rows = []
     for key in sorted(cells, key=lambda k: method_first(k, by)):
         c = cells[key]
         rows.append({**dict(zip(by, key)), "n": c.n, "failed": c.failed, "incomplete": c.incomplete,
-                     "missing": c.missing, "mean": c.mean, "std": c.std, "seeds": ",".join(sorted(set(c.seeds))),
-                     "_cell": c})
+                     "missing": c.missing, "mean": c.mean, "std": c.std, "seeds": ",".join(sorted(set(c.seeds)))})
     return rows
 
 
-def check_keys(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> None:
+def check_keys(results: list[Run], keys: list[str], metric: Metric) -> None:
     """Raise on keys or a metric no run has."""
-    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
+    readable = [r for r in results if r.readable]
     for k in keys:
         if readable and not any(has_key(r, k) for r in readable):
-            known = sorted({k2 for r in readable for k2, v in r.items()
-                            if not k2.startswith("_") and isinstance(v, (str, int)) and not isinstance(v, bool)})
+            known = sorted({k2 for r in readable for k2, v in r.fields.items()
+                            if isinstance(v, (str, int)) and not isinstance(v, bool)})
             raise GenexpError(f"no run has the key {k!r}: group by some of {', '.join(known)}, or any key of "
                               f"the runs' config.yaml (optim.lr, method.eps, dataset.path, ...)")
-    completed = [r for r in readable if r.get("status") == Status.COMPLETED]
+    completed = [r for r in readable if r.status == Status.COMPLETED]
     if completed and not any(metric.value(r) is not None for r in completed):
-        numeric = sorted({k for r in completed for k, v in r.items()
+        numeric = sorted({k for r in completed for k, v in r.fields.items()
                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
         extra = " (or test_err, val_err)" if "test_acc" in numeric else ""
         raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric with one of "
                           f"{', '.join(numeric)}{extra}")
 
 
-def unreadable_warnings(results: list[dict[str, Any]]) -> list[str]:
-    return [f"unreadable result.json in {r['_path']} (counted as incomplete)"
-            for r in results if r.get("status") == Status.UNREADABLE]
+def unreadable_warnings(results: list[Run]) -> list[str]:
+    return [f"unreadable result.json in {r.path} (counted as incomplete)" for r in results if not r.readable]
 
 
-def duplicate_seeds(results: list[dict[str, Any]], keys: list[str], metric: Metric) -> list[str]:
+def duplicate_seeds(results: list[Run], keys: list[str], metric: Metric) -> list[str]:
     """A warning per cell with two completed runs of one seed that are not one run (copies are
     counted once before: copies.drop_copies), e.g. reruns with a changed code or no config.yaml."""
     warnings = []

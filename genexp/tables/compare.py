@@ -23,6 +23,7 @@ import numpy as np
 from genexp.errors import GenexpError
 from genexp.runs.record import Status
 from genexp.tables.cells import HOW_TO_RUN_KEYS, IDENTITY_KEYS, Metric, field_value, has_key
+from genexp.tables.run import Run
 
 # Result.json fields that say what a run is (beyond its config.yaml), and so must agree within a pair.
 PAIR_RESULT_KEYS = (*IDENTITY_KEYS, "seed", "split_seed", "experiment")
@@ -58,19 +59,19 @@ class Baseline:
         """Keys that may differ within a pair: the compared key and its group's keys."""
         return key == self.key or key.startswith(self.key + ".") or key in NOT_PAIRED_ON
 
-    def holds(self, r: dict[str, Any]) -> bool:
+    def holds(self, r: Run) -> bool:
         return field_value(r, self.key) == self.value
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}"
 
 
-def pair_key(r: dict[str, Any], base: Baseline) -> tuple:
+def pair_key(r: Run, base: Baseline) -> tuple:
     """Everything that must agree for two runs to be a pair: the resolved config, data and seed."""
-    items = {k: v for k, v in (r.get("_config") or {}).items() if not base.ignores(k)}
+    items = {k: v for k, v in r.config.items() if not base.ignores(k)}
     for k in (*PAIR_RESULT_KEYS, "data_fingerprint"):
-        if k in r and not base.ignores(k):
-            items[f"result:{k}"] = str(r[k])
+        if r.has(k) and not base.ignores(k):
+            items[f"result:{k}"] = str(r.get(k))
     return tuple(sorted(items.items()))
 
 
@@ -279,7 +280,7 @@ class Comparisons:
         return out
 
 
-def compare(results: list[dict[str, Any]], keys: list[str], metric: Metric, base: Baseline,
+def compare(results: list[Run], keys: list[str], metric: Metric, base: Baseline,
             confidence: float, correction: str | None = None) -> Comparisons:
     """Pair each completed non-baseline run with its baseline run; one Comparison per group of `keys`.
 
@@ -288,7 +289,7 @@ def compare(results: list[dict[str, Any]], keys: list[str], metric: Metric, base
     """
     if not 0 < confidence < 1:
         raise GenexpError(f"--confidence {confidence} is not between 0 and 1: e.g. --confidence 0.95")
-    runs = [r for r in results if r.get("status") == Status.COMPLETED and metric.value(r) is not None]
+    runs = [r for r in results if r.status == Status.COMPLETED and metric.value(r) is not None]
     if not any(has_key(r, base.key) for r in runs):
         raise GenexpError(f"--compare {base}: no run has the key {base.key!r}: name a result.json key "
                           f"(method, labels, ...) or a config key (method.eps, optim.lr, ...)")
@@ -299,7 +300,7 @@ def compare(results: list[dict[str, Any]], keys: list[str], metric: Metric, base
                           f"{', '.join(f'{base.key}={v}' for v in values)}")
     at = keys.index(base.key)
     row_of = lambda r: tuple(field_value(r, k) for k in keys)  # noqa: E731
-    partners: dict[tuple, list[dict]] = defaultdict(list)
+    partners: dict[tuple, list[Run]] = defaultdict(list)
     base_rows: dict[tuple, list[float]] = defaultdict(list)
     for r in baseline:
         partners[pair_key(r, base)].append(r)
@@ -315,10 +316,10 @@ def compare(results: list[dict[str, Any]], keys: list[str], metric: Metric, base
         c.row_values.append(metric.value(r))
         found = partners.get(pair_key(r, base), [])
         if len(found) == 1:
-            used.add(found[0]["_path"])
+            used.add(found[0].path)
             c.pairs.append((metric.value(r), metric.value(found[0])))
         else:
-            c.unpaired.append(r["_path"] + (f" ({len(found)} candidate partners)" if found else ""))
-    unused = [r["_path"] for r in baseline if r["_path"] not in used]
+            c.unpaired.append(r.path + (f" ({len(found)} candidate partners)" if found else ""))
+    unused = [r.path for r in baseline if r.path not in used]
     adjust(rows, correction)
     return Comparisons(base, rows, set(base_rows), unused if rows else [], correction)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from genexp.runs.config_keys import as_today
 from genexp.runs.record import Status
+from genexp.tables.run import Run
 
 # result.json fields two copies of one run always share: only runs agreeing in all of them can be
 # copies, so a table without copies never hashes a config (nor imports torch to do so).
@@ -21,15 +21,15 @@ _SAME_IN_COPIES = ("dataset", "model", "method", "labels", "steps", "seed", "spl
 _STATUS_RANK = {Status.COMPLETED: 0, Status.FAILED: 1}
 
 
-def run_id_of(r: dict[str, Any]) -> str | None:
+def run_id_of(r: Run) -> str | None:
     """The run's run_id: recorded in result.json, else the hash of its config.yaml; None without either."""
     if isinstance(r.get("run_id"), str):
-        return r["run_id"]
+        return r.get("run_id")
     import yaml
 
     try:
-        config = yaml.safe_load((Path(r["_path"]) / "config.yaml").read_text())
-    except (OSError, KeyError, yaml.YAMLError):
+        config = yaml.safe_load((Path(r.path) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
         return None
     if not isinstance(config, dict):
         return None
@@ -39,12 +39,12 @@ def run_id_of(r: dict[str, Any]) -> str | None:
     return run_id(as_today(config))
 
 
-def drop_copies(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+def drop_copies(results: list[Run]) -> tuple[list[Run], list[str]]:
     """The runs with every copy of a run but one left out (the completed one, else the first by
     path); and a note per run found more than once, naming the dirs left out."""
     candidates: dict[tuple, list[int]] = defaultdict(list)
     for i, r in enumerate(results):
-        if r.get("status") != Status.UNREADABLE:
+        if r.readable:
             candidates[tuple(str(r.get(k)) for k in _SAME_IN_COPIES)].append(i)
     dropped: set[int] = set()
     notes = []
@@ -58,9 +58,9 @@ def drop_copies(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
         for rid, same in by_id.items():
             if len(same) < 2:
                 continue
-            kept = min(same, key=lambda i: (_STATUS_RANK.get(results[i].get("status"), 2), results[i]["_path"]))
-            left = [results[i]["_path"] for i in same if i != kept]
+            kept = min(same, key=lambda i: (_STATUS_RANK.get(results[i].status, 2), results[i].path))
+            left = [results[i].path for i in same if i != kept]
             dropped.update(i for i in same if i != kept)
-            notes.append(f"{results[kept]['_path']} is also in {', '.join(left)} (the same run, run_id {rid}): "
+            notes.append(f"{results[kept].path} is also in {', '.join(left)} (the same run, run_id {rid}): "
                          f"counted once")
     return [r for i, r in enumerate(results) if i not in dropped], notes

@@ -31,6 +31,7 @@ from genexp.runs.files import atomic_write
 from genexp.runs.record import Status, is_run_record
 from genexp.tables.cells import method_first
 from genexp.tables.compare import Baseline, Comparison, Comparisons, compare
+from genexp.tables.run import Run
 from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric, safe_name
 
 CURVE_METRICS = ("val_acc", "test_acc")
@@ -86,7 +87,7 @@ def _method_order(methods: set[str]) -> list[str]:
     return sorted(methods, key=lambda m: (m != "none" and not m.startswith("none,"), m))
 
 
-def line_of(r: dict[str, Any], extra: list[str]) -> str:
+def line_of(r: Run, extra: list[str]) -> str:
     """A run's line: its method, and the keys that set it apart from runs of the same method
     (`genexp table`'s rule: runs that differ in anything but the seed are never pooled)."""
     return ", ".join([setting("method", field_value(r, "method"), bare=True)]
@@ -140,16 +141,16 @@ def _counts_note(n: int, failed: int, incomplete: int) -> str:
     return ", ".join(parts)
 
 
-def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path, extra: list[str] = (),
+def plot_vs_labels(results: list[Run], metric: Metric, out: Path, extra: list[str] = (),
                    formats: tuple[str, ...] = ("png",)) -> tuple[list[Path], list[str]]:
     """One chart per (dataset, model) of the metric vs labels; a note instead where there is one labels value."""
     import matplotlib.pyplot as plt
 
     # (dataset, model) -> method -> labels -> runs
-    figs: dict[tuple[str, str], dict[str, dict[str, list[dict]]]] = defaultdict(
+    figs: dict[tuple[str, str], dict[str, dict[str, list[Run]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     for r in results:
-        if r.get("status") == Status.UNREADABLE:
+        if not r.readable:
             continue
         key = (str(r.get("dataset", "?")), str(r.get("model", "?")))
         figs[key][line_of(r, list(extra))][str(r.get("labels", "?"))].append(r)
@@ -167,9 +168,9 @@ def plot_vs_labels(results: list[dict[str, Any]], metric: Metric, out: Path, ext
             xs, ms, ss = [], [], []
             n_tot = failed = incomplete = 0
             for labels, runs in by_method[method].items():
-                vals = [v for r in runs if r.get("status") == Status.COMPLETED and (v := metric.value(r)) is not None]
-                failed += sum(r.get("status") == Status.FAILED for r in runs)
-                incomplete += sum(r.get("status") not in (Status.COMPLETED, Status.FAILED) for r in runs)
+                vals = [v for r in runs if r.status == Status.COMPLETED and (v := metric.value(r)) is not None]
+                failed += sum(r.status == Status.FAILED for r in runs)
+                incomplete += sum(r.status not in (Status.COMPLETED, Status.FAILED) for r in runs)
                 n_tot += len(vals)
                 x = _num(labels)
                 if vals and not math.isnan(x):
@@ -220,14 +221,14 @@ def _draw_band(ax: Any, key: str, curves: list[list[dict[str, Any]]], color: str
     return True
 
 
-def plot_curves(results: list[dict[str, Any]], out: Path, keys: tuple[str, ...] = CURVE_METRICS,
+def plot_curves(results: list[Run], out: Path, keys: tuple[str, ...] = CURVE_METRICS,
                 extra: list[str] = (), formats: tuple[str, ...] = ("png",)) -> tuple[list[Path], list[str]]:
     """One figure per (dataset, model, labels), one panel per metrics.jsonl key; accuracies in %."""
     import matplotlib.pyplot as plt
 
-    groups: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple[str, str, str], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        if r.get("status") == Status.UNREADABLE:
+        if not r.readable:
             continue
         key = (str(r.get("dataset", "?")), str(r.get("model", "?")), str(r.get("labels", "?")))
         groups[key][line_of(r, list(extra))].append(r)
@@ -241,8 +242,8 @@ def plot_curves(results: list[dict[str, Any]], out: Path, keys: tuple[str, ...] 
         drew = False
         for i, method in enumerate(_method_order(set(by_method))):
             runs = by_method[method]
-            completed = [r for r in runs if r.get("status") == Status.COMPLETED]
-            curves = [c for r in completed if (c := read_metrics(Path(r["_path"])))]
+            completed = [r for r in runs if r.status == Status.COMPLETED]
+            curves = [c for r in completed if (c := read_metrics(Path(r.path)))]
             not_done = len(runs) - len(completed)
             if not curves:
                 if completed:
@@ -291,14 +292,14 @@ class ForestRow:
         return f"{c.n_pairs} pair{'s' if c.n_pairs > 1 else ''}" + (": no interval" if c.n_pairs == 1 else "")
 
 
-def forest_keys(results: list[dict[str, Any]], base: Baseline, extra: list[str]) -> tuple[list[str], list[str]]:
+def forest_keys(results: list[Run], base: Baseline, extra: list[str]) -> tuple[list[str], list[str]]:
     """(figure keys, row keys): one figure per dataset and model; rows by the compared key and what else varies."""
     fig_keys = [k for k in ("dataset", "model") if k != base.key]
     row_keys = list(dict.fromkeys([base.key] + [k for k in PLOT_KEYS + list(extra) if k not in fig_keys]))
     return fig_keys, row_keys
 
 
-def forest_comparisons(results: list[dict[str, Any]], metric: Metric, base: Baseline, confidence: float,
+def forest_comparisons(results: list[Run], metric: Metric, base: Baseline, confidence: float,
                        extra: list[str] = ()) -> Comparisons:
     """genexp.tables.compare's pairs, Δ and intervals, exactly as `genexp table --compare` computes them."""
     fig_keys, row_keys = forest_keys(results, base, list(extra))
@@ -309,7 +310,7 @@ def forest_comparisons(results: list[dict[str, Any]], metric: Metric, base: Base
     return comps
 
 
-def forest_rows(results: list[dict[str, Any]], metric: Metric, base: Baseline, confidence: float,
+def forest_rows(results: list[Run], metric: Metric, base: Baseline, confidence: float,
                 extra: list[str] = ()) -> dict[tuple[str, ...], list[ForestRow]]:
     """Per (dataset, model): the compared rows, top to bottom, named by the keys that tell them apart."""
     fig_keys, row_keys = forest_keys(results, base, list(extra))
@@ -391,7 +392,7 @@ def forest_figure(rows: list[ForestRow], metric: Metric, base: Baseline, confide
     return fig
 
 
-def plot_forest(results: list[dict[str, Any]], metric: Metric, base: Baseline, confidence: float, out: Path,
+def plot_forest(results: list[Run], metric: Metric, base: Baseline, confidence: float, out: Path,
                 extra: list[str] = (), formats: tuple[str, ...] = ("png",)) -> list[Path]:
     written = []
     fig_keys, _ = forest_keys(results, base, list(extra))
@@ -411,6 +412,40 @@ def _formats(text: str) -> tuple[str, ...]:
     if bad or not fmts:
         raise GenexpError(f"--format {text!r}: give png, pdf, png,pdf or all")
     return tuple(dict.fromkeys(fmts))
+
+
+def plotted_runs(dirs: list[Path], metric: Metric) -> list[Run]:
+    """genexp train's runs under `dirs`: another tool's result.json (or an unreadable one) is noted
+    and left out; none at all, or no completed run with `metric`, is refused."""
+    results = load_results(dirs)
+    where = ", ".join(map(str, dirs))
+    if not results:
+        raise GenexpError(f"no result.json under {where}: run genexp train first")
+    runs = [r for r in results if r.record is not None and is_run_record(r.record)]
+    if not runs:  # another tool's dir: nothing of genexp's to draw, and no chart written into it
+        raise GenexpError(f"no genexp run under {where}: its {len(results)} result.json "
+                          f"file{'s are' if len(results) > 1 else ' is'} not genexp train's (no status, dataset, "
+                          f"model and method); pass the run or sweep dirs genexp train wrote (default outputs/)")
+    if len(runs) < len(results):
+        print(f"note: {len(results) - len(runs)} result.json under {where} not written by genexp train (or "
+              f"unreadable): not plotted", file=sys.stderr)
+    completed = [r for r in runs if r.status == Status.COMPLETED]
+    if completed and not any(metric.value(r) is not None for r in completed):
+        raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric test_acc or test_err")
+    return runs
+
+
+def check_curve_keys(runs: list[Run], keys: tuple[str, ...]) -> None:
+    """A curve key no run's metrics.jsonl holds is a typo, not an empty panel to skip silently."""
+    logged: set[str] = set()
+    for r in runs:
+        for rec in read_metrics(Path(r.path)):
+            logged.update(k for k, v in rec.items() if isinstance(v, (int, float)) and k != "step")
+    unknown = [k for k in keys if k not in logged]
+    if logged and unknown:
+        raise GenexpError(f"--curves {','.join(unknown)}: no run's metrics.jsonl has "
+                          f"{'this key' if len(unknown) == 1 else 'these keys'}: use some of "
+                          f"{', '.join(sorted(logged))}")
 
 
 def main(argv: list[str]) -> int:
@@ -437,33 +472,8 @@ def main(argv: list[str]) -> int:
         if not keys:
             raise GenexpError("--curves is empty: give metrics.jsonl keys, e.g. --curves val_acc,test_acc")
         metric = parse_metric(args.metric)
-        results = load_results(args.dirs)
-        where = ", ".join(map(str, args.dirs))
-        if not results:
-            raise GenexpError(f"no result.json under {where}: run genexp train first")
-        runs = [r for r in results if is_run_record(r)]
-        if not runs:  # another tool's dir: nothing of genexp's to draw, and no chart written into it
-            raise GenexpError(f"no genexp run under {where}: its {len(results)} result.json "
-                              f"file{'s are' if len(results) > 1 else ' is'} not genexp train's (no status, dataset, "
-                              f"model and method); pass the run or sweep dirs genexp train wrote (default outputs/)")
-        if len(runs) < len(results):
-            print(f"note: {len(results) - len(runs)} result.json under {where} not written by genexp train (or "
-                  f"unreadable): not plotted", file=sys.stderr)
-        results = runs
-        completed = [r for r in results if r.get("status") == Status.COMPLETED]
-        if completed and not any(metric.value(r) is not None for r in completed):
-            raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric test_acc or test_err")
-        # A curve key no run's metrics.jsonl holds is a typo, not an empty panel to skip silently.
-        logged: set[str] = set()
-        for r in results:
-            if r.get("status") != Status.UNREADABLE and "_path" in r:
-                for rec in read_metrics(Path(r["_path"])):
-                    logged.update(k for k, v in rec.items() if isinstance(v, (int, float)) and k != "step")
-        unknown = [k for k in keys if k not in logged]
-        if logged and unknown:
-            raise GenexpError(f"--curves {','.join(unknown)}: no run's metrics.jsonl has "
-                              f"{'this key' if len(unknown) == 1 else 'these keys'}: use some of "
-                              f"{', '.join(sorted(logged))}")
+        results = plotted_runs(args.dirs, metric)
+        check_curve_keys(results, keys)
         extra = differing_keys(results, PLOT_KEYS)
         if base is not None:  # the pairs, before anything is drawn: a baseline no run has is refused here
             compare_notes = forest_comparisons(results, metric, base, args.confidence, extra).messages()

@@ -9,10 +9,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from genexp.runs.record import Status
 from genexp.tables.cells import UNSET, Cell, Metric, field_value, group, method_first, sort_key, summarise
 from genexp.tables.compare import Comparisons
 from genexp.tables.references import Reference
+from genexp.tables.run import Run
 
 # --------------------------------------------------------------------------- table model
 
@@ -60,11 +60,11 @@ class ValueTexts:
     rounded: bool  # some value is shown rounded (the caption says so; the CSV has every digit)
 
     @classmethod
-    def of(cls, results: list[dict[str, Any]], keys: Iterable[str]) -> "ValueTexts":
+    def of(cls, results: list[Run], keys: Iterable[str]) -> "ValueTexts":
         texts: dict[str, dict[str, str]] = {}
         rounded = False
         for k in keys:
-            raw = {field_value(r, k) for r in results if r.get("status") != Status.UNREADABLE} - {UNSET}
+            raw = {field_value(r, k) for r in results if r.readable} - {UNSET}
             for digits in range(SHORT_DIGITS, 18):
                 shown = {v: short_value(v, digits) for v in raw}
                 if len(set(shown.values())) == len(raw):
@@ -114,12 +114,12 @@ def _compare_cells(comparisons: Comparisons, key: tuple[str, ...], precision: in
     return [minus(t) for t in texts], [better, better] + [False] * (width - 2)
 
 
-def pivot_table(results: list[dict[str, Any]], rows: list[str], cols: list[str], metric: Metric,
+def pivot_table(results: list[Run], rows: list[str], cols: list[str], metric: Metric,
                 refs: list[Reference], precision: int, comparisons: Comparisons | None = None,
                 context: list[str] = ()) -> Table:
     """Rows × columns of cells; row keys constant over every run go to the title, after `context`
     (the block's name in a table of several experiments)."""
-    readable = [r for r in results if r.get("status") != Status.UNREADABLE]
+    readable = [r for r in results if r.readable]
     show = ValueTexts.of(results, rows + cols)
     constant = [k for k in rows if len({field_value(r, k) for r in readable}) == 1] if readable else []
     shown = [k for k in rows if k not in constant] or rows[-1:]
@@ -206,9 +206,11 @@ def _compare_caption(comparisons: Comparisons) -> str:
     return text
 
 
-def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, refs: list[Reference],
+def flat_table(results: list[Run], by: list[str], metric: Metric, refs: list[Reference],
                precision: int, comparisons: Comparisons | None = None, context: list[str] = ()) -> Table:
     rows = summarise(results, by, metric)
+    groups = group(results, by, metric)
+    cell_of = lambda r: groups[tuple(r[k] for k in by)]  # noqa: E731 (a row's Cell, kept beside the row)
     show = ValueTexts.of(results, by)
     # Bold: best among groups that differ only in the method (all groups if method is not a key).
     others = [k for k in by if k != "method"] if "method" in by else []
@@ -217,7 +219,7 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
         families[tuple(r[k] for k in others)].append(i)
     bold = [False] * len(rows)
     for idx in families.values():
-        for i, b in zip(idx, _best_flags([rows[i]["_cell"] for i in idx], metric.higher_is_better)):
+        for i, b in zip(idx, _best_flags([cell_of(rows[i]) for i in idx], metric.higher_is_better)):
             bold[i] = b
     headers = [f"{metric.name} (mean ± std)", "n", "failed"]
     if comparisons is not None:
@@ -225,7 +227,7 @@ def flat_table(results: list[dict[str, Any]], by: list[str], metric: Metric, ref
         headers += [f"p ({comparisons.correction})"] if comparisons.correction else []
     out = []
     for r, b in zip(rows, bold):
-        c: Cell = r["_cell"]
+        c: Cell = cell_of(r)
         failed = str(c.failed) + (f" (+{c.incomplete} incomplete)" if c.incomplete else "") + (
             f" (+{c.missing} without {metric.key})" if c.missing else "")
         cells = [minus(c.stat(precision)), str(c.n), failed]

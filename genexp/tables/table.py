@@ -30,7 +30,6 @@ from typing import Any, Callable
 
 from genexp.errors import GenexpError
 from genexp.runs.files import atomic_write_text
-from genexp.runs.record import Status
 from genexp.tables.blocks import Block
 from genexp.tables.blocks import split as split_blocks
 from genexp.tables.cells import (
@@ -61,6 +60,7 @@ from genexp.tables.render import (
     to_latex,
     to_markdown,
 )
+from genexp.tables.run import Run
 
 # Re-exported: genexp.tables.plot and the tests import these from genexp.tables.table.
 __all__ = ["BUILTIN_REFERENCES", "Cell", "Metric", "Reference", "Table", "check_keys", "differing_keys",
@@ -157,7 +157,7 @@ class Section:
     comparisons: dict[tuple[str, ...], Comparisons] | None = None  # per grouping keys (pivot, flat)
 
     @property
-    def results(self) -> list[dict[str, Any]]:
+    def results(self) -> list[Run]:
         return self.block.results
 
 
@@ -166,7 +166,7 @@ class Plan:
     """What one `genexp table` call shows: the runs, the metric, the layout, and a section per
     experiment preset among the runs (one when they share one)."""
 
-    results: list[dict[str, Any]]
+    results: list[Run]
     metric: Metric
     layout: str  # pivot | flat | both
     sections: list[Section]
@@ -189,11 +189,11 @@ def _layout(args: argparse.Namespace) -> tuple[str, list[str], list[str], list[s
     return layout, by, rows, cols
 
 
-def _datasets(results: list[dict[str, Any]]) -> set[str]:
-    return {field_value(r, "dataset") for r in results if r.get("status") != Status.UNREADABLE}
+def _datasets(results: list[Run]) -> set[str]:
+    return {field_value(r, "dataset") for r in results if r.readable}
 
 
-def _references_for(refs: list[Reference], results: list[dict[str, Any]]) -> list[Reference]:
+def _references_for(refs: list[Reference], results: list[Run]) -> list[Reference]:
     """Published figures only beside runs on the datasets they are context for."""
     datasets = _datasets(results)
     hidden = [r for r in refs if not r.for_datasets(datasets)]
@@ -204,7 +204,7 @@ def _references_for(refs: list[Reference], results: list[dict[str, Any]]) -> lis
     return [r for r in refs if r.for_datasets(datasets)]
 
 
-def _split_differing(results: list[dict[str, Any]], layout: str, rows: list[str], cols: list[str],
+def _split_differing(results: list[Run], layout: str, rows: list[str], cols: list[str],
                      by: list[str], where: str = "") -> list[str]:
     """Extend rows and by (in place) with the keys runs of one cell differ in; warnings."""
     # A cell holds only runs whose configs agree except for the seed: runs that differ in

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.errors import GenexpError
 from genexp.runs.files import temp_files
-from genexp.runs.record import Status, read_result
+from genexp.runs.record import RunRecord, Status, read_record
 from genexp.train.claim import CLAIM_FILE, Claim, claim
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ ATOMIC_FILES = ("checkpoint.pt", "best.pt", "result.json", "metrics.jsonl", "met
 class AlreadyComplete(Exception):
     """The run a job would continue is complete (`record`: its result.json): nothing to do."""
 
-    def __init__(self, run_dir: Path, record: dict) -> None:
+    def __init__(self, run_dir: Path, record: RunRecord) -> None:
         super().__init__(run_dir)
         self.run_dir, self.record = run_dir, record
 
@@ -181,10 +181,10 @@ def resolve_resume(cfg: DictConfig, hydra_dir: Path, multirun: bool = False, ove
     target = hydra_dir if resume in (True, "true") else Path(str(resume)).expanduser()
     ckpt = target / "checkpoint.pt" if target.is_dir() else target
     run_dir = ckpt.parent
-    record = read_result(run_dir)
+    record = read_record(run_dir)
     has_config = (run_dir / "config.yaml").is_file()
     saved = recorded_config(cfg, run_dir, resume, overrides or []) if has_config else None
-    if record is not None and record.get("status") == Status.COMPLETED:
+    if record is not None and record.status == Status.COMPLETED:
         raise AlreadyComplete(run_dir, record)
     if not ckpt.is_file():
         if multirun and resume in (True, "true") and record is None and not has_config and _holds_nothing(hydra_dir):

@@ -33,7 +33,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from genexp.errors import GenexpError
-from genexp.runs.record import Status, read_result
+from genexp.runs.record import Status, read_record
 from genexp.train import interrupt
 from genexp.train.claim import CLAIM_FILE, Claim, add_note, claim
 from genexp.train.hydra_workarounds import NO_SUBDIR, remove_if_empty
@@ -78,7 +78,7 @@ class Sweep:
         name = signal.Signals(signum).name if signum is not None else ""
         if self.dir is None or not self.dir.is_dir():
             return f"sweep stopped by {name} before any run started: nothing was written" if signum else None
-        statuses = [(read_result(d) or {}).get("status", Status.UNREADABLE)
+        statuses = [(read_record(d) or {}).get("status", Status.UNREADABLE)
                     for d in sorted(set(self.runs)) if (d / "result.json").exists()]
         counts = {s: statuses.count(s) for s in dict.fromkeys([Status.COMPLETED, Status.FAILED, *statuses])}
         refused = self.outcomes.count("refused")

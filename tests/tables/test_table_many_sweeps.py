@@ -8,9 +8,11 @@ import shutil
 import pytest
 from helpers import TINY, in_process_train
 
+from genexp.runs.record import RunRecord
 from genexp.tables import table
 from genexp.tables.cells import load_results, without_copies
 from genexp.tables.render import ValueTexts
+from genexp.tables.run import Run
 
 SEEDS = "seed=0,1"
 
@@ -86,8 +88,8 @@ def test_a_copy_and_a_rerun_of_a_run_are_counted_once(sweeps, tmp_path, capsys):
     assert rc == 0, err
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO((root / "table.csv").read_text()))}
     assert (rows["vat"]["n"], rows["vat"]["seeds"]) == ("2", "0,1")
-    alone = {r["_path"]: r for r in load_results([root / "plain"])}
-    accs = sorted(100 * r["test_acc"] for r in alone.values() if r["method"] == "vat")
+    alone = {r.path: r for r in load_results([root / "plain"])}
+    accs = sorted(100 * r.record.metrics.test_acc for r in alone.values() if r.record.identity.method == "vat")
     assert float(rows["vat"]["std"]) == pytest.approx(abs(accs[1] - accs[0]) / 2 ** 0.5)
     notes = [line for line in err.splitlines() if "counted once" in line]
     assert len(notes) == 2 and any(str(original) in n and str(root / "copy" / original.name) in n for n in notes)
@@ -109,7 +111,7 @@ def test_a_search_is_labelled_by_its_settings_at_3_significant_digits(search, ca
             assert len(re.sub(r"[^0-9]", "", v).lstrip("0")) <= 3, v  # never 0.7501954443620124
     assert "key values at 3 significant digits, more where two would read alike (the CSV has every digit)" in md
     # The CSV keeps every digit: each row's ε is a run's own.
-    full = {str(r["_config"]["method.eps"]) for r in load_results([search])}
+    full = {str(r.config["method.eps"]) for r in load_results([search])}
     rc, _, err = run_table(capsys, search, "--format", "csv", "--layout", "flat")
     assert rc == 0, err
     assert {r["method.eps"] for r in csv.DictReader(io.StringIO((search / "table.csv").read_text()))} == full
@@ -145,10 +147,10 @@ def test_compare_and_every_format_keep_each_block(sweeps, search, tmp_path, caps
 
 
 def test_values_are_short_but_never_merge_two_runs():
-    runs = [{"status": "completed", "_config": {"method.eps": v}} for v in
+    runs = [Run("r", RunRecord.from_json({"status": "completed"}), {"method.eps": v}) for v in
             ("0.7501954443620124", "0.30001", "0.30004", "1e-06", "8.0", "50", "auto")]
     show = ValueTexts.of(runs, ["method.eps"])
-    texts = [show("method.eps", r["_config"]["method.eps"]) for r in runs]
+    texts = [show("method.eps", r.config["method.eps"]) for r in runs]
     assert texts == ["0.7502", "0.30001", "0.30004", "1e-06", "8.0", "50", "auto"]
     assert show("method.eps", "?") == "—" and show.rounded
     lone = ValueTexts.of(runs[:1], ["method.eps"])
@@ -157,7 +159,7 @@ def test_values_are_short_but_never_merge_two_runs():
 
 def test_a_key_that_copies_another_is_not_a_row_key_of_its_own():
     def run(method, **config):
-        return {"status": "completed", "method": method, "_config": config}
+        return Run("r", RunRecord.from_json({"status": "completed", "method": method}), config)
 
     # vat_eps sets vat's method.eps (none has none): method.eps says nothing vat_eps does not.
     preset = [run("none", vat_eps="0.3"), run("vat", vat_eps="0.3", **{"method.eps": "0.3"}),
