@@ -32,7 +32,7 @@ class AlreadyComplete(Exception):
     """The run a job would continue is complete (`record`: its result.json): nothing to do."""
 
     def __init__(self, run_dir: Path, record: RunRecord) -> None:
-        super().__init__(run_dir)
+        super().__init__(run_dir, record)  # both in args: torchrun's broadcast pickles the exception
         self.run_dir, self.record = run_dir, record
 
 

@@ -151,3 +151,13 @@ def test_an_interpolation_in_the_run_dir_name_is_blamed_on_the_key_written(tmp_p
         assert line.startswith(f"error: {override} does not resolve") and f"set {key} to a value" in line, line
         assert "hydra." not in line
         assert _files(tmp_path) == []
+
+
+def test_already_complete_survives_pickling():
+    """torchrun's ranks get a job's decision by pickling it: an already-complete run must come back whole."""
+    from genexp.runs.record import RunRecord
+    from genexp.train.run_dir import AlreadyComplete
+
+    record = RunRecord.from_json({"status": "completed", "test_acc": 0.5})
+    back = pickle.loads(pickle.dumps(AlreadyComplete(Path("/runs/a"), record)))
+    assert back.run_dir == Path("/runs/a") and back.record["test_acc"] == 0.5
