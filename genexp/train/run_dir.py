@@ -42,7 +42,7 @@ def no_resume(resume: object) -> bool:
 
 
 # Keys a resumed run takes from the new command: how to run it, not what it is (logger: how it is watched).
-HOW_TO_RESUME = ("device", "progress", "logger")
+HOW_TO_RESUME = ("device", "progress", "logger", "log_every")
 NOT_RECORDED = "allow_targets"  # which plugins this command trusts: not part of what a run is
 
 
@@ -115,8 +115,8 @@ def changed_overrides(cfg: DictConfig, saved: DictConfig, overrides: list[str]) 
 
 
 def recorded_config(cfg: DictConfig, run_dir: Path, resume: object, overrides: list[str]) -> DictConfig:
-    """The run's recorded config.yaml, refused if the command would change it; `device` and
-    `progress` come from the command."""
+    """The run's recorded config.yaml, refused if the command would change it; HOW_TO_RESUME's keys
+    come from the command."""
     recorded = run_dir / "config.yaml"
     if not recorded.is_file():
         raise GenexpError(f"resume={resume}: {recorded} is missing, so the run cannot be continued as it was")
@@ -129,8 +129,9 @@ def recorded_config(cfg: DictConfig, run_dir: Path, resume: object, overrides: l
                           f"restore it from a copy, or start a new run") from None
     changed = changed_overrides(cfg, saved, overrides)
     if changed:
+        takes = ", ".join(k + "=" for k in HOW_TO_RESUME)
         raise GenexpError(f"resume={resume}: {', '.join(changed)} would change the recorded run: a resumed run keeps "
-                          f"its config.yaml and takes only device= and progress= from the command; drop them, or "
+                          f"its config.yaml and takes only {takes} from the command; drop them, or "
                           f"start a new run in another dir (nothing was changed)")
     for key in HOW_TO_RESUME:  # how to run, not what to run: the new invocation decides
         saved[key] = cfg.get(key) or {} if key == "logger" else cfg[key]  # logger=[] composes no node: no trackers

@@ -209,3 +209,16 @@ def test_encoding_texts_logs_a_line_each_tenth(caplog):
     # Every tenth but the last: "features: encoded N texts in ..." follows at once.
     assert [line.split(" | ")[0] for line in lines] == [f"encoding texts: {n}/100 ({n}%)" for n in range(10, 100, 10)]
     assert all(re.search(r"\| elapsed \d+s, left \S+ \([\d.e+]+ texts/s\)$", line) for line in lines), lines
+
+
+def test_a_resume_takes_log_every_from_the_command(tmp_path):
+    """How often a run logs is not what it computes: resume=... log_every=N is not refused."""
+    run = tmp_path / "run"
+    first = genexp("train", "labels=30", "steps=6", "eval_every=3", "cpu_threads=1", "progress=false",
+                   f"hydra.run.dir={run}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = genexp("train", f"resume={run}", "log_every=2", "progress=false", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stdout + again.stderr
+    refused = genexp("train", f"resume={run}", "steps=9", "progress=false", cwd=tmp_path)
+    assert refused.returncode == 2 and "takes only device=, progress=, logger=, log_every=" in refused.stderr
