@@ -43,6 +43,7 @@ def no_resume(resume: object) -> bool:
 
 # Keys a resumed run takes from the new command: how to run it, not what it is (logger: how it is watched).
 HOW_TO_RESUME = ("device", "progress", "logger", "log_every")
+KEPT_UNLESS_GIVEN = ("log_every",)  # of those, what a resume keeps from the record unless the command sets it
 NOT_RECORDED = "allow_targets"  # which plugins this command trusts: not part of what a run is
 
 
@@ -133,7 +134,10 @@ def recorded_config(cfg: DictConfig, run_dir: Path, resume: object, overrides: l
         raise GenexpError(f"resume={resume}: {', '.join(changed)} would change the recorded run: a resumed run keeps "
                           f"its config.yaml and takes only {takes} from the command; drop them, or "
                           f"start a new run in another dir (nothing was changed)")
+    given = {_override_key(o) for o in overrides}
     for key in HOW_TO_RESUME:  # how to run, not what to run: the new invocation decides
+        if key in KEPT_UNLESS_GIVEN and key not in given and key in saved:
+            continue  # the run keeps logging as it did unless the command says otherwise
         saved[key] = cfg.get(key) or {} if key == "logger" else cfg[key]  # logger=[] composes no node: no trackers
     saved.resume = False
     saved.pop(NOT_RECORDED, None)  # a run dir cannot grant itself trust

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,10 @@ def test_a_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path, stop_at):
     with pytest.raises(Interrupted) as stopped:
         trainer.train(cfg, run, stop=StopAfter(stop_at))
     assert stopped.value.step == stop_at
+    # TensorBoard reads a dir's event files in name order: <time s>.<host>.<pid>.<writer count>. A real
+    # resume is a later process; in one process within one second the count decides, and ".10" sorts
+    # before ".9" (a flake whenever this test's writers crossed that count).
+    time.sleep(1.1)
     trainer.train(cfg, run, resume_from=run / "checkpoint.pt")
 
     def strip(r: Path) -> list[dict]:
