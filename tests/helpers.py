@@ -77,7 +77,7 @@ def in_process_train(monkeypatch, cwd: Path):
     sys.argv (what a command learns of its sweep is its own: genexp.train.sweep.Sweep)."""
     from genexp.train import app as train_app
 
-    for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
+    for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV):
         monkeypatch.setenv(var, "")  # so that teardown restores the variable's absence (main() sets them)
         monkeypatch.delenv(var)
     monkeypatch.setattr(sys, "argv", list(sys.argv))

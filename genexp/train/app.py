@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 from genexp.errors import TRACEBACK_ENV, one_line, show_tracebacks
 from genexp.train import distributed
 from genexp.train.hydra_workarounds import (
-    SUBDIR_ENV,
     HeldFileLogs,
     blame_dir_interpolation,
     hydra_argv,
@@ -32,12 +31,13 @@ from genexp.train.hydra_workarounds import (
     undo_chdir,
 )
 from genexp.train.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, SweepSignals, exit_code
-from genexp.train.job import Job, JobFailed, begin_hook, report_done, report_failure, report_interrupted, run_job
+from genexp.train.job import Job, JobFailed, report_done, report_failure, report_interrupted, run_job
+from genexp.train.outcome import RunState
 from genexp.train.run_dir import remove_stale_temps
 from genexp.train.search import is_search
 from genexp.train.sweep import Refused, Sweep, current_sweep
 
-__all__ = ("main", "hydra_train", "SUBDIR_ENV", "TRACEBACK_ENV")
+__all__ = ("main", "hydra_train", "TRACEBACK_ENV")
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
@@ -49,12 +49,15 @@ def hydra_train(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     job = Job(hydra_dir, multirun, run_dir=hydra_dir, sweep=current_sweep(), search=multirun and is_search(hc))
 
-    def begun() -> None:
+    def begin(new: bool) -> None:
+        """Every refusal is behind: the run dir (job.run_dir, the decided one) may change now."""
+        if new and job.new_dir is not None and job.d.is_main:
+            job.new_dir()  # first: clearing an earlier attempt would remove the logs written below
         held_logs.write()
-        if job.d.is_main:  # every refusal is behind: the dir may change now (job.run_dir is the decided one)
+        if job.d.is_main:
             remove_stale_temps(job.run_dir)
 
-    job.state = begin_hook(begun)
+    job.state = RunState(on_begin=begin)
     stop = StopOnSignal(sweep=job.sweep.signals if job.multirun else None)
     try:
         with stop, held_logs:

@@ -25,8 +25,11 @@ from genexp.errors import TRACEBACK_ENV
 from genexp.train import distributed
 from genexp.train.threads import PARALLEL_ENV
 
-SUBDIR_ENV = "GENEXP_HYDRA_SUBDIR"
-NO_SUBDIR = "hydra.output_subdir=null"
+# Turns Hydra's own writing of .hydra/*.yaml off (hydra_argv); save_hydra_files writes them once a
+# new run is accepted. The force-add spelling tells this override from one a user gives (which
+# hydra_argv leaves alone): Hydra keeps it verbatim in hydra.overrides.hydra, so it reaches the job
+# in whatever process a launcher runs it.
+NO_SUBDIR = "++hydra.output_subdir=null"
 
 
 @contextmanager
@@ -34,7 +37,7 @@ def hydra_environment() -> Iterator[None]:
     """The environment variables `hydra_argv` and the sweep guard (PARALLEL_ENV) set are for this
     command only: an in-process caller (a test) gets its environment back, or a later subprocess
     would inherit HYDRA_FULL_ERROR=1."""
-    saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", TRACEBACK_ENV, SUBDIR_ENV, PARALLEL_ENV)}
+    saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", TRACEBACK_ENV, PARALLEL_ENV)}
     try:
         yield
     finally:
@@ -62,7 +65,6 @@ def hydra_argv(args: list[str]) -> str | None:
             and not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
         # Undoes Hydra writing .hydra/*.yaml into the run dir before the run can be checked (and
         # rewriting a completed run's): save_hydra_files writes them once a new run is accepted.
-        os.environ[SUBDIR_ENV] = ".hydra"
         sys.argv.append(NO_SUBDIR)
     # Undoes Hydra's run_and_report, which prints its own errors (unknown group option, bad
     # override syntax) and exits 1: with HYDRA_FULL_ERROR=1 they reach us as exceptions.
@@ -73,13 +75,12 @@ def hydra_argv(args: list[str]) -> str | None:
 def save_hydra_files(run_dir: Path, task_cfg: DictConfig) -> None:
     """Hydra's .hydra/{config,hydra,overrides}.yaml, written by us once a new run is accepted
     (hydra_argv turns Hydra's own writing off, which happens before a run could be refused)."""
-    subdir = os.environ.get(SUBDIR_ENV)
-    if not subdir:
-        return
-    out = run_dir / subdir
-    out.mkdir(parents=True, exist_ok=True)
     hydra_cfg = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False))
-    hydra_cfg.hydra.output_subdir = subdir
+    if NO_SUBDIR not in hydra_cfg.hydra.overrides.hydra:  # the user's own hydra.output_subdir (null: no files) stands
+        return
+    hydra_cfg.hydra.output_subdir = ".hydra"  # Hydra's default, which hydra_argv turned off
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
     hydra_cfg.hydra.overrides.hydra = [o for o in hydra_cfg.hydra.overrides.hydra if o != NO_SUBDIR]
     OmegaConf.save(task_cfg, out / "config.yaml")
     OmegaConf.save(hydra_cfg, out / "hydra.yaml")

@@ -12,7 +12,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -28,6 +28,9 @@ from genexp.train.method_overrides import apply_method_overrides
 from genexp.train.run_dir import AlreadyComplete, Decision, claim_job_dir, clear_attempt, resolve_resume, without_allow
 from genexp.train.search import hiding_test
 from genexp.train.sweep import Sweep, note_job
+
+if TYPE_CHECKING:
+    from genexp.train.outcome import RunState
 
 
 class JobFailed(Exception):
@@ -53,31 +56,15 @@ class Job:
     sweep: Sweep  # what the job reports to (genexp.train.sweep)
     search: bool = False  # a trial of a search: what it prints shows no test accuracy (genexp.train.search)
     d: distributed.Dist = field(default_factory=distributed.Dist)
-    state: Any = None  # genexp.train.loop.RunState
-
-
-def begin_hook(on_begin: Any) -> Any:
-    """A trainer.RunState that calls `on_begin` once the run has begun (its records written)."""
-    from genexp.train.loop import RunState
-
-    class _State(RunState):
-        @property
-        def begun(self) -> bool:
-            return self.__dict__.get("_begun", False)
-
-        @begun.setter
-        def begun(self, value: bool) -> None:
-            self.__dict__["_begun"] = value
-            if value:
-                on_begin()
-
-    return _State()
+    state: RunState | None = None  # how far the run got (genexp.train.outcome); its on_begin hook is the app's
+    new_dir: Callable[[], None] | None = None  # what a new run's dir needs first (run_job decides; the app's begin hook calls it)
 
 
 def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComplete:
     """Check the config, claim the run dir, decide (rank 0, shared with the others) whether to
     start, resume or refuse, then train: the result record, or AlreadyComplete for a completed
     run (reported). The claim is held until the job ends, however it ends."""
+    from genexp.train.build import declared
     from genexp.train.loop import train
     from genexp.train.setup import resolve_device, validate_config
 
@@ -107,17 +94,18 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
             raise decision
         assert isinstance(decision, Decision)
         job.run_dir, ckpt, run_cfg, loaded = decision[:4]
+        if ckpt is not None or decision.restart:
+            validate_config(declared(run_cfg))  # the config the run recorded (read off disk), with the command's keys
         if job.run_dir != job.hydra_dir and job.d.is_main:
             redirect_file_logs(job.hydra_dir, job.run_dir)
             remove_if_empty(job.hydra_dir)
-        on_begin = None
-        if decision.restart:
-            on_begin = lambda: clear_attempt(job.run_dir)  # noqa: E731 (once set up: a refusal changes nothing)
+        if decision.restart:  # called once set up: a refusal changes nothing
+            job.new_dir = lambda: clear_attempt(job.run_dir)
         elif ckpt is None:
-            on_begin = lambda: save_hydra_files(job.run_dir, without_allow(cfg))  # noqa: E731
+            job.new_dir = lambda: save_hydra_files(job.run_dir, without_allow(cfg))
         with hiding_test(job.search):
-            return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, on_begin=on_begin,
-                         stop=stop, state=job.state)
+            return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, stop=stop, state=job.state,
+                         checked=True)
     finally:
         if held is not None:
             held.release()

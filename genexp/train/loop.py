@@ -17,7 +17,6 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -239,20 +238,22 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recor
 
 
 def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, checkpoint: dict | None = None,
-          d: Dist | None = None, on_begin: Any = None, stop: StopOnSignal | None = None,
-          state: RunState | None = None) -> RunRecord:
+          d: Dist | None = None, stop: StopOnSignal | None = None, state: RunState | None = None,
+          checked: bool = False) -> RunRecord:
     """Train one run into `run_dir` (only rank 0 writes) and return its result record.
 
     With `resume_from` (a checkpoint; `checkpoint` its already loaded contents), continue exactly
     where it stopped: same batches, same noise, same metrics as if the run had never been
     interrupted. Nothing is written until the data, split, model, method and optimizer are
-    built: a refused run (GenexpError) leaves `run_dir` as it was. `on_begin` is called (rank 0)
-    just before the first records of a new run are written.
+    built: a refused run (GenexpError) leaves `run_dir` as it was. `state` (genexp.train.outcome.RunState)
+    tells the caller how far the run got, and its `on_begin` hook is called just before the first
+    records are written. `checked`: the caller has run `setup.validate_config` on `cfg` (the
+    command does, before it claims a run dir), so it is not checked twice.
     """
     d = d or Dist()
     state = state or RunState()
-    device = prepare(cfg, d)
-    recorder = Recorder(cfg, run_dir, device, d, state, resume_from, on_begin)
+    device = prepare(cfg, d, checked=checked)
+    recorder = Recorder(cfg, run_dir, device, d, state, resume_from)
     try:
         result = _train(cfg, run_dir, device, recorder, resume_from, checkpoint, d, stop, state)
     except BaseException as e:

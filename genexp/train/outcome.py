@@ -38,11 +38,14 @@ class RecordStale(GenexpError):
 
 
 class RunState:
-    """What `train` has done to the run dir so far, for the caller's error handling."""
+    """What `train` has done to the run dir so far, for the caller's error handling, and the one
+    hook a caller has on it: `on_begin(new)`, called on every rank just before the run's first
+    records are written (`new`: not resumed from a checkpoint; rank 0 has made the dir)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_begin: Callable[[bool], None] | None = None) -> None:
         self.begun = False  # records written (result.json): a failure from here on is recorded
         self.trackers = Trackers()  # open trackers (rank 0): closed with the run's outcome, whatever it is
+        self.on_begin = on_begin
 
 
 class Recorder:
@@ -50,9 +53,9 @@ class Recorder:
     `failed` the outcome of a run that stopped, `completed` the record of one that finished."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist, state: RunState,
-                 resume_from: Path | None, on_begin: Callable[[], None] | None) -> None:
+                 resume_from: Path | None) -> None:
         self.cfg, self.run_dir, self.d, self.state = cfg, run_dir, d, state
-        self.resume_from, self.on_begin = resume_from, on_begin
+        self.resume_from = resume_from
         self.base = base_record(cfg, run_dir, device, d)
         self.started = time.time()
 
@@ -64,11 +67,14 @@ class Recorder:
 
     def begin(self, split: Split | None) -> None:
         """The run's first records: config.yaml, split.json (a new run) and result.json (running)."""
+        new = self.resume_from is None
+        if new and self.d.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        hook, self.state.on_begin = self.state.on_begin, None  # once, even if a write below fails and failed() begins again
+        if hook is not None:
+            hook(new)
         if self.d.is_main:
-            if self.resume_from is None:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                if self.on_begin is not None:
-                    self.on_begin()
+            if new:
                 OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
                 if split is not None:
                     split.save(self.run_dir / "split.json")

@@ -166,11 +166,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare(cfg: DictConfig, d: Dist | None = None) -> torch.device:
-    """Check the config, pick the device, limit CPU threads (the dataset's preprocessing, ZCA
-    included, runs under the limit too) and seed every RNG: what comes before anything is built.
-    From here on `cfg` is in struct mode (`build.declared`): reading an undeclared key fails."""
-    validate_config(declared(cfg))
+def prepare(cfg: DictConfig, d: Dist | None = None, *, checked: bool = False) -> torch.device:
+    """Check the config (unless the caller has: `checked`), pick the device, limit CPU threads (the
+    dataset's preprocessing, ZCA included, runs under the limit too) and seed every RNG: what comes
+    before anything is built. From here on `cfg` is in struct mode (`build.declared`): reading an
+    undeclared key fails."""
+    if not checked:
+        validate_config(declared(cfg))  # declared: a run dir recorded by an earlier version, with its later keys
+    else:
+        declared(cfg)
     device = resolve_device(cfg.device, d)
     set_cpu_threads(cfg, device)
     seed_everything(cfg.seed)

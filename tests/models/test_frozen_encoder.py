@@ -220,7 +220,7 @@ def test_genexp_train_frozen_end_to_end(bert, tmp_path, monkeypatch):
                             for i, t in enumerate(TEXTS * 4)))
     cache = tmp_path / "cache"
     monkeypatch.setenv("GENEXP_CACHE", str(cache))  # the default model.cache_dir reads it
-    for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV, train_app.SUBDIR_ENV):
+    for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     monkeypatch.chdir(tmp_path)
