@@ -63,7 +63,7 @@ def encoder_identity(name_or_path: str) -> dict[str, str]:
 
 
 # Texts tokenised per call: a fast tokenizer's call on 20k tweets holds the interpreter for
-# seconds, in which a signal's handler (genexp.train.interrupt.stop_at_once) cannot run.
+# seconds, in which a signal's handler (genexp.train.interrupt.stop_at_once, around the trainer's call) cannot run.
 TOKENIZE_CHUNK = 2048
 
 
@@ -121,13 +121,13 @@ class _Counter:
 
 def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling: str = "mean",
                 normalize: bool = True, batch_size: int = 64, cache_dir: str = "~/.cache/genexp/features",
-                device: str = "auto", progress: bool = True) -> Dataset:
+                device: str = "auto", progress: bool = True, threads: int | None = None) -> Dataset:
     """Replace the dataset's texts by pooled encoder features (from the cache when it holds them).
 
-    The encoding takes every core this process may use, whatever the training's `cpu_threads`:
-    it runs once, before any run of a sweep trains (the others wait on the cache's lock)."""
+    `threads`: CPU threads for the encoding (None: torch's current count), set back afterwards. The
+    trainer passes every core this process may use, whatever the training's `cpu_threads`: the
+    encoding runs once, before any run of a sweep trains (the others wait on the cache's lock)."""
     from genexp.runs.progress import TrainProgress
-    from genexp.train.threads import usable_cores
 
     if not isinstance(max_length, int) or max_length < 2:
         raise GenexpError(f"model.text_encoder.max_length={max_length} must be an integer >= 2")
@@ -154,8 +154,8 @@ def hf_features(data: Dataset, name_or_path: str, max_length: int = 128, pooling
         started = time.perf_counter()
         total = len(data.x_train) + len(data.x_test)
         training_threads = torch.get_num_threads()
-        if dev.type == "cpu":
-            torch.set_num_threads(usable_cores())
+        if dev.type == "cpu" and threads is not None:
+            torch.set_num_threads(threads)
         try:
             log.info("features: encoding %d texts on %s (%d threads, batches of %d)", total, dev,
                      torch.get_num_threads(), batch_size)

@@ -14,7 +14,6 @@ from genexp.data.dataset import Dataset
 from genexp.errors import GenexpError
 from genexp.models.hf_encoder import HFEncoder
 from genexp.models.mlp import MLP
-from genexp.train.interrupt import stop_at_once
 
 # Keys only the frozen mode reads; the fine-tuned HFEncoder must not receive them.
 FROZEN_KEYS = ("freeze", "pooling", "normalize", "standardize", "head_widths", "head_activation", "head_dropout",
@@ -31,17 +30,15 @@ def is_frozen(model_cfg: DictConfig) -> bool:
     return True
 
 
-def frozen_features(data: Dataset, cfg: DictConfig) -> Dataset:
-    """The dataset's texts replaced by cached pooled features, from the run config's model keys."""
+def frozen_features(data: Dataset, cfg: DictConfig, threads: int | None = None) -> Dataset:
+    """The dataset's texts replaced by cached pooled features, from the run config's model keys;
+    `threads` as genexp.data.features.hf_features takes it."""
     from genexp.data.features import hf_features
 
     m = cfg.model
-    # Minutes of loading and encoding (or of waiting for another process's) before training: a
-    # signal stops it at once; the cache gets a whole entry or none.
-    with stop_at_once(cfg.steps):
-        data = hf_features(data, name_or_path=m.name_or_path, max_length=m.text_encoder.max_length,
-                           pooling=m.pooling, normalize=m.normalize, batch_size=m.encode_batch_size,
-                           cache_dir=m.cache_dir, device=cfg.device, progress=bool(cfg.progress))
+    data = hf_features(data, name_or_path=m.name_or_path, max_length=m.text_encoder.max_length,
+                       pooling=m.pooling, normalize=m.normalize, batch_size=m.encode_batch_size,
+                       cache_dir=m.cache_dir, device=cfg.device, progress=bool(cfg.progress), threads=threads)
     if bool(m.standardize):
         data.x_train, data.x_test = standardize(data.x_train, data.x_test)
     return data

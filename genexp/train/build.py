@@ -22,6 +22,8 @@ from genexp.models.base import GenexpModel
 from genexp.models.frozen import FROZEN_KEYS, frozen_features, frozen_head, is_frozen
 from genexp.models.plain import as_genexp_model, constructor_kwargs
 from genexp.runs.config_keys import ADDED_KEYS
+from genexp.train.interrupt import stop_at_once
+from genexp.train.threads import usable_cores
 
 
 def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
@@ -226,13 +228,20 @@ def build_dataset(cfg: DictConfig) -> Dataset:
             # Vector models read texts as TF-IDF; text models bring their own tokenizer.
             data = tfidf_encode(data, max_features=cfg.dataset.max_features)
         elif is_frozen(cfg.model):
-            # A frozen encoder's output is fixed: encode once (cached), then train on vectors.
-            data = frozen_features(data, cfg)
+            data = encode_frozen(data, cfg)
         else:
             # Partial first: instantiate(..., data=data) would make OmegaConf convert the Dataset
             # dataclass into a config (it cannot: its fields hold tensors and Union types).
             data = _instantiate(encoder, "model.text_encoder", _partial_=True)(data)
     return data
+
+
+def encode_frozen(data: Dataset, cfg: DictConfig) -> Dataset:
+    """A frozen encoder's output is fixed: encode once (cached, with every usable core), then train
+    on vectors. Minutes of loading and encoding (or of waiting for another process's) come before
+    training: a signal stops them at once; the cache gets a whole entry or none."""
+    with stop_at_once(cfg.steps):
+        return frozen_features(data, cfg, threads=usable_cores())
 
 
 def build_model(cfg: DictConfig, data: Dataset) -> GenexpModel:

@@ -21,6 +21,7 @@ from test_frozen_encoder import TEST_TEXTS, TEXTS, _data, _save_tiny_bert
 
 from genexp.data import feature_cache, features
 from genexp.models.frozen import frozen_features
+from genexp.train.build import encode_frozen
 from genexp.train.interrupt import Interrupted, StopOnSignal
 
 
@@ -61,7 +62,7 @@ def test_a_sigterm_while_encoding_stops_within_a_batch_and_leaves_no_entry(bert,
     monkeypatch.setattr(features, "pool", pool_then_signal)
     threads = torch.get_num_threads()
     with StopOnSignal(), pytest.raises(Interrupted) as stopped:
-        frozen_features(_data(), cfg)
+        encode_frozen(_data(), cfg)
     assert stopped.value.signum == signal.SIGTERM and stopped.value.total == 7
     assert len(pooled) == 2, "batches after the signal ran all the same"
     assert _leftovers(tmp_path / "cache") == [] and _lock_is_free(tmp_path / "cache")
@@ -89,7 +90,7 @@ def test_a_signal_while_waiting_for_another_process_s_encoding_stops_the_wait(be
         with StopOnSignal(), pytest.raises(Interrupted):
             timer.start()
             started = time.monotonic()
-            frozen_features(_data(), cfg)
+            encode_frozen(_data(), cfg)
         waited = time.monotonic() - started
         unlock.cancel()
     timer.join()
@@ -106,12 +107,13 @@ def test_the_encoding_uses_every_usable_core_whatever_cpu_threads_says(bert, tmp
         return real(*a, **k)
 
     monkeypatch.setattr(features, "encode_texts", spy)
-    monkeypatch.setattr("genexp.train.threads.usable_cores", lambda: 3)
+    monkeypatch.setattr("genexp.train.build.usable_cores", lambda: 3)
+    cfg = train_cfg("model=hf_encoder", "model.freeze=true", f"model.name_or_path={bert}", "model.encode_batch_size=4",
+                    f"model.cache_dir={tmp_path}", "model.text_encoder.max_length=16", "device=cpu", "progress=false")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # cpu_threads=1
     try:
-        features.hf_features(_data(), str(bert), max_length=16, batch_size=4, cache_dir=str(tmp_path), device="cpu",
-                             progress=False)
+        encode_frozen(_data(), cfg)
         assert seen == [3, 3] and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
