@@ -13,10 +13,10 @@ import os
 import sys
 
 COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
-    "train": ("genexp.train.app", "train one run, or a sweep with -m (Hydra overrides: method=vat labels=200 seed=0,1,2)"),
+    "train": ("genexp.command.app", "train one run, or a sweep with -m (Hydra overrides: method=vat labels=200 seed=0,1,2)"),
     "table": ("genexp.tables.table", "mean ± std over seeds of recorded runs: genexp table [DIR ...]"),
     "plot": ("genexp.tables.plot", "accuracy vs labels and training curves as PNG: genexp plot [DIR ...]"),
-    "bench": ("genexp.train.bench", "time a step of each method against a supervised step: genexp bench [overrides]"),
+    "bench": ("genexp.command.bench", "time a step of each method against a supervised step: genexp bench [overrides]"),
     "inequality": ("genexp.studies.inequality.command",
                    "check article 8796's input-vs-parameter gradient inequality on MLPs"),
 }

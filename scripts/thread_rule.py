@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from genexp.train.bench import MethodTimer, compose
+from genexp.command.bench import MethodTimer, compose
 from genexp.train.build import build_method
 from genexp.train.setup import prepare, setup_run
 from genexp.train.threads import MIN_FLOPS_FOR_THREADS, usable_cores

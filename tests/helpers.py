@@ -19,18 +19,10 @@ TINY = [*FAST, "checkpoint_every=10", "model.widths=[16]", "cpu_threads=1"]
 
 
 def train_cfg(*overrides: str, hydra_config: bool = False):
-    """`genexp train`'s config for these overrides, composed in-process (nothing runs) with its
-    preset's method_overrides merged, as a run has it; `hydra_config=True` keeps the `hydra` node
-    (sweeper params, launcher)."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    """`genexp train`'s config for these overrides, composed in-process (nothing runs), as a run has it."""
+    from genexp.command.compose import compose
 
-    from genexp.train.method_overrides import apply_method_overrides
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=hydra_config)
-        return apply_method_overrides(cfg, overrides)
+    return compose(overrides, hydra_config=hydra_config)
 
 
 def genexp(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -74,8 +66,8 @@ def write_mnist_pickle(path: Path, n: tuple[int, int, int] = (30, 10, 20), seed:
 def in_process_train(monkeypatch, cwd: Path):
     """`genexp train` run in this process (no interpreter start-up; monkeypatches reach the run),
     in `cwd`: returns run(*args) -> exit code. Restores what main() changes: the environment and
-    sys.argv (what a command learns of its sweep is its own: genexp.train.sweep.Sweep)."""
-    from genexp.train import app as train_app
+    sys.argv (what a command learns of its sweep is its own: genexp.command.sweep.Sweep)."""
+    from genexp.command import app as train_app
 
     for var in ("HYDRA_FULL_ERROR", train_app.TRACEBACK_ENV):
         monkeypatch.setenv(var, "")  # so that teardown restores the variable's absence (main() sets them)

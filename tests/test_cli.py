@@ -13,6 +13,8 @@ from helpers import FAST, genexp, results_under
 from genexp import cli
 from genexp.cli import COMMANDS
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 RESULT_KEYS = {"status", "dataset", "model", "method", "labels", "seed", "split_seed", "steps", "val_acc",
                "test_acc", "val_acc_final", "test_acc_final", "wall_time_s", "step_time_ms", "versions",
                "git_commit", "best_step", "n_labeled", "n_unlabeled"}

@@ -8,8 +8,8 @@ import pytest
 from helpers import train_cfg
 
 import genexp
+from genexp.command.search import is_search
 from genexp.locate import locate
-from genexp.train.search import is_search
 
 
 def test_resolves_modules_functions_classes_and_their_attributes():

@@ -31,6 +31,7 @@ from genexp.runs.files import atomic_write
 from genexp.runs.record import Status, is_run_record
 from genexp.tables.cells import method_first
 from genexp.tables.compare import Baseline, Comparison, Comparisons, compare
+from genexp.tables.copies import drop_copies
 from genexp.tables.run import Run
 from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric, safe_name
 
@@ -429,6 +430,9 @@ def plotted_runs(dirs: list[Path], metric: Metric) -> list[Run]:
     if len(runs) < len(results):
         print(f"note: {len(results) - len(runs)} result.json under {where} not written by genexp train (or "
               f"unreadable): not plotted", file=sys.stderr)
+    runs, copies = drop_copies(runs)  # a run found twice (a copy, a rerun) is drawn once, as tables count it
+    for note in copies:
+        print(f"note: {note}", file=sys.stderr)
     completed = [r for r in runs if r.status == Status.COMPLETED]
     if completed and not any(metric.value(r) is not None for r in completed):
         raise GenexpError(f"no completed run has a numeric {metric.key!r}: use --metric test_acc or test_err")

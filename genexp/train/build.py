@@ -1,4 +1,4 @@
-"""Building a run's objects from its config with `hydra.utils.instantiate`."""
+"""Building a run's objects from its config with `genexp.instantiate` (Hydra's semantics, without Hydra)."""
 from __future__ import annotations
 
 import copy
@@ -8,14 +8,13 @@ import sys
 from typing import Any, Iterable, Iterator
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from genexp.data.dataset import Dataset
 from genexp.data.text import tfidf_encode
 from genexp.data.user_function import function_dataset, genexp_keys
 from genexp.errors import GenexpError
+from genexp.instantiate import InstantiationException, instantiate
 from genexp.locate import locate
 from genexp.methods.base import Method
 from genexp.models.base import GenexpModel

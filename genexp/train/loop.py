@@ -33,7 +33,6 @@ from genexp.train.distributed import Dist
 from genexp.train.evaluation import evaluate
 from genexp.train.interrupt import Interrupted, StopOnSignal
 from genexp.train.outcome import Recorder, RecordStale, RunState, completed_record
-from genexp.train.search import test_shown
 from genexp.train.session import Loop, Session, build_session, log_setup, open_records, resume
 from genexp.train.setup import Subset, prepare
 from genexp.train.trackers import chosen
@@ -128,7 +127,7 @@ def eval_line(s: Session, loop: Loop, done: int, train_loss: dict[str, float], p
         return "-" if v is None else f"{100 * v:.2f}%"
 
     terms = " ".join(f"train_{k} {v:.4f}" for k, v in train_loss.items())
-    test = f" test_acc {pct(loop.last['test_acc'])}" if test_shown() else ""  # not in a search's trial
+    test = f" test_acc {pct(loop.last['test_acc'])}" if s.show_test else ""  # not in a search's trial
     return f"step {done}/{s.cfg.steps} | {terms} | val_acc {pct(loop.last['val_acc'])}{test} | {pace.text(done)}"
 
 
@@ -161,7 +160,7 @@ def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, p
         loop.best = {"val_acc": val_acc, "test_acc": test_acc, "step": done}
         save_best(s, loop, eval_model)
     shown = {"val_acc": val_acc} if has_val else {}
-    if test_shown():  # not in a search's trial (genexp.train.search): no one picks by test accuracy
+    if s.show_test:  # not in a search's trial: no one picks by test accuracy
         shown["test_acc"] = test_acc
     progress.update(done, loss=train_loss["loss"], train_acc=train_acc, **shown)
     if s.d.is_main and pace is not None:
@@ -183,7 +182,7 @@ def stopping(s: Session, stop: StopOnSignal, done: int) -> bool:
 
 
 def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recorder, resume_from: Path | None,
-           preloaded: dict | None, d: Dist, stop: StopOnSignal | None, state: RunState) -> RunRecord:
+           preloaded: dict | None, d: Dist, stop: StopOnSignal | None, state: RunState, show_test: bool) -> RunRecord:
     started = time.time()
     log_every = log_every_of(cfg)
     chosen(cfg)  # a tracker whose package is missing is refused before anything is written
@@ -191,6 +190,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recor
         check_belongs(preloaded, cfg, resume_from)  # before the data is built: a foreign checkpoint is refused at once
     split_file = run_dir / "split.json" if resume_from is not None else None  # a resumed run keeps its split
     s = build_session(cfg, run_dir, device, d, split_file, started)
+    s.show_test = show_test
     recorder.fingerprint(s.run)
     loop = Loop() if resume_from is None else resume(s, resume_from, preloaded)
     log_setup(s)
@@ -239,7 +239,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recor
 
 def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, checkpoint: dict | None = None,
           d: Dist | None = None, stop: StopOnSignal | None = None, state: RunState | None = None,
-          checked: bool = False) -> RunRecord:
+          checked: bool = False, show_test: bool = True) -> RunRecord:
     """Train one run into `run_dir` (only rank 0 writes) and return its result record.
 
     With `resume_from` (a checkpoint; `checkpoint` its already loaded contents), continue exactly
@@ -248,14 +248,15 @@ def train(cfg: DictConfig, run_dir: Path, *, resume_from: Path | None = None, ch
     built: a refused run (GenexpError) leaves `run_dir` as it was. `state` (genexp.train.outcome.RunState)
     tells the caller how far the run got, and its `on_begin` hook is called just before the first
     records are written. `checked`: the caller has run `setup.validate_config` on `cfg` (the
-    command does, before it claims a run dir), so it is not checked twice.
+    command does, before it claims a run dir), so it is not checked twice. `show_test=False` (a
+    search's trial): what the run prints shows validation accuracy alone; its records keep test's.
     """
     d = d or Dist()
     state = state or RunState()
     device = prepare(cfg, d, checked=checked)
     recorder = Recorder(cfg, run_dir, device, d, state, resume_from)
     try:
-        result = _train(cfg, run_dir, device, recorder, resume_from, checkpoint, d, stop, state)
+        result = _train(cfg, run_dir, device, recorder, resume_from, checkpoint, d, stop, state, show_test)
     except BaseException as e:
         recorder.failed(e)
         raise

@@ -33,18 +33,6 @@ def shipped_methods() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def known_methods(command: Iterable[str] = (), config_name: str = "train") -> list[str]:
-    """The `method` group's options this command composes from: the shipped ones and those of
-    the command's hydra.searchpath; the shipped ones alone where Hydra is not initialised."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    hydra = GlobalHydra.instance()
-    if not hydra.is_initialized():
-        return shipped_methods()
-    searchpath = [o for o in command if o.lstrip("+~").startswith("hydra.searchpath")]
-    return sorted(hydra.config_loader().get_group_options("method", config_name=config_name, overrides=searchpath))
-
-
 def _set_by(command: Iterable[str]) -> list[str]:
     """The dotted keys the command line (or a sweep) sets inside a node: method.eps, optim.lr. A
     group choice (method=vat, optim=sgd) sets no key: the preset's entry still applies on top."""
@@ -78,13 +66,16 @@ def _table(cfg: DictConfig, known: Callable[[], Sequence[str]]) -> dict[str, Any
     return table
 
 
-def apply_method_overrides(cfg: DictConfig, command: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+def apply_method_overrides(cfg: DictConfig, command: Sequence[str] = (),
+                           known: Callable[[], Sequence[str]] = shipped_methods) -> DictConfig:
     """Merge `cfg.method_overrides[<the run's method>]` into `cfg` (in place) and drop the map;
-    `command`: the overrides the config was composed with (Hydra's and the task's). `cfg` itself,
-    or GenexpError (one line) for a map naming something that is not a method."""
+    `command`: the overrides the config was composed with (Hydra's and the task's), whose keys win;
+    `known`: the method names a map may use (the command's, hydra.searchpath included, come from
+    genexp.command.job.known_methods). `cfg` itself, or GenexpError (one line) for a map naming
+    something that is not a method."""
     if KEY not in cfg:
         return cfg
-    table = _table(cfg, lambda: known_methods(command, config_name))
+    table = _table(cfg, known)
     method = cfg.get("method")
     entry = dict(table.get(method.get("name"), {})) if isinstance(method, DictConfig) else {}
     optim = entry.pop(OPTIM, {})

@@ -44,6 +44,7 @@ class Session:
     loss: LossFn  # the method's loss as each step calls it: compiled or not
     compiled: str  # why the loss is (not) compiled
     trackers: Trackers = field(default_factory=Trackers)  # logger= (rank 0; none on the others)
+    show_test: bool = True  # False in a search's trial: its printed lines show validation accuracy alone
 
     @property
     def model(self) -> Any:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra.utils
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from genexp.data.split import PER_SEED, Split, check_saved_split, drawn_split_seed, make_split
 from genexp.errors import GenexpError
+from genexp.locate import locate
 from genexp.train import distributed
 from genexp.train.batches import BatchSource
 from genexp.train.build import build_dataset, build_model, declared
@@ -144,7 +144,7 @@ def step_flops(cfg: DictConfig, model: torch.nn.Module, train: "Subset", preproc
     them): what `cpu_threads=auto` and `compile=auto` size their choice by. None where it cannot be counted."""
     if not len(train.x):
         return None
-    uses_unlabeled = getattr(hydra.utils.get_class(cfg.method._target_), "uses_unlabeled", False)
+    uses_unlabeled = getattr(locate(cfg.method._target_), "uses_unlabeled", False)
     rows = cfg.batch_size + (cfg.unlabeled_batch_size if uses_unlabeled else 0)
     x = train.x[:2] if preprocess is None else preprocess(train.x[:2])
     try:

@@ -19,6 +19,8 @@ from helpers import Py2Pickler, genexp, train_cfg
 from genexp.data.augment import TranslateFlip, translate_flip
 from genexp.errors import GenexpError
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

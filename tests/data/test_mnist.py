@@ -19,6 +19,8 @@ from helpers import write_mnist_pickle as write_pickle
 from genexp.data.mnist import PACKAGED_SHA256, load_mnist, read_mnist_pickle
 from genexp.errors import GenexpError
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 
 class Boom:
     def __reduce__(self):

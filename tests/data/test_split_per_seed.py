@@ -3,7 +3,10 @@ import csv
 import io
 import json
 
+import pytest
 from helpers import FAST, genexp
+
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
 
 
 def _labeled(run_dir):

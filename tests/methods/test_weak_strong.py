@@ -242,6 +242,7 @@ RUN = ["method=flexmatch", "labels=30", "steps=100", "eval_every=50", "model.wid
 COMPARED = ["test_acc", "val_acc", "best_step", "test_acc_final", "train_mask_ratio_final", "train_flexmatch_final"]
 
 
+@pytest.mark.e2e
 def test_a_run_with_views_resumes_bit_identically_after_sigkill(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert genexp("train", *RUN, f"hydra.run.dir={full}", cwd=tmp_path).returncode == 0

@@ -1,11 +1,14 @@
 """Evaluation with BatchNorm statistics re-estimated on unlabelled data (`bn_recalibrate`)."""
 import json
 
+import pytest
 import torch
 from helpers import FAST, genexp
 from torch import nn
 
 from genexp.models.batchnorm import recalibrated
+
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
 
 
 class Net(nn.Module):

@@ -17,6 +17,8 @@ from helpers import train_cfg
 from genexp.data.dataset import Dataset
 from genexp.data.features import hf_features, pool
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 WORDS = "a an the film movie good bad great awful fine boring fun love hate plot actor long short very not".split()
 TEXTS = ["a good film", "the movie was awful", "great fun", "boring plot , very long", "i love the actor",
          "not fine at all", "a very very good movie with a great plot and a fine actor", "hate"]
@@ -213,7 +215,7 @@ def test_genexp_train_frozen_end_to_end(bert, tmp_path, monkeypatch):
     from hydra.core.global_hydra import GlobalHydra
 
     from genexp.cli import main
-    from genexp.train import app as train_app
+    from genexp.command import app as train_app
 
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps({"text": t, "label": ["neg", "pos"][i % 2]}) + "\n"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import genexp
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 TINY = ["steps=4", "eval_every=2", "checkpoint_every=2", "progress=false", "cpu_threads=1"]
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
 LONG = ["method=vat", "labels=30", "steps=900", "eval_every=150", "checkpoint_every=10", "progress=false",

@@ -289,3 +289,22 @@ def test_bad_compare_is_one_line_exit_2(tmp_path, capsys, args, needle):
     lines = err.strip().splitlines()
     assert out == "" and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_copied_run_is_drawn_once(tmp_path, capsys):
+    import shutil
+
+    fabricate_compare(tmp_path / "runs")
+    original = tmp_path / "runs" / "vat_l20_s0"
+    shutil.copytree(original, tmp_path / "runs" / "copy" / original.name)
+    out = tmp_path / "figs"
+    rc = plot.main([str(tmp_path / "runs"), "--compare", "method=none", "--out", str(out)])
+    _, err = capsys.readouterr()
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if "counted once" in line]
+    assert len(notes) == 1 and str(original) in notes[0] and str(tmp_path / "runs" / "copy") in notes[0], err
+    from genexp.tables.table import parse_metric
+
+    runs = plot.plotted_runs([tmp_path / "runs"], parse_metric("test_acc"))
+    assert len([r for r in runs if r.get("method") == "vat" and r.get("seed") == 0]) == 1
+    assert len(runs) == 15  # 3 methods x 5 seeds, the copy left out

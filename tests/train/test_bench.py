@@ -1,6 +1,9 @@
 import json
 
+import pytest
 from helpers import genexp
+
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
 
 
 def test_bench_json_reports_ratios_and_floor(tmp_path):

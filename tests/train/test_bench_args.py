@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from genexp.train import bench
+from genexp.command import bench
 
 
 @pytest.mark.parametrize("argv", [["method=vat", "--passes", "cpu_threads=1"],

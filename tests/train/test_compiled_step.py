@@ -12,7 +12,7 @@ from genexp.train.compiled import CompiledLoss, wants_compile
 from genexp.train.distributed import Dist
 from genexp.train.setup import prepare, setup_run
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("one_thread")]
 
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]

@@ -21,6 +21,8 @@ from helpers import write_mnist_pickle
 
 from genexp.errors import GenexpError
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 TINY = ["steps=4", "eval_every=2", "checkpoint_every=2", "progress=false", "cpu_threads=1", "labels=20"]
 
 

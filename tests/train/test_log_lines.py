@@ -22,6 +22,8 @@ from genexp.train import loop as trainer
 from genexp.train.checkpoint import run_id
 from genexp.train.interrupt import Interrupted, StopOnSignal
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 SMALL = ["labels=30", "batch_size=16", "unlabeled_batch_size=32", "device=cpu", "cpu_threads=1", "progress=false",
          "model.widths=[16]", "steps=20", "eval_every=10"]
 LINE = re.compile(r"step (\d+)/20 \| train_loss [\d.]+ train_sup [\d.]+ train_vat [\d.]+ \| val_acc [\d.]+% "

@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 from genexp.errors import GenexpError
 from genexp.train.method_overrides import apply_method_overrides
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 
 def raw_cfg(*overrides):
     """The composed config before its method_overrides are merged."""

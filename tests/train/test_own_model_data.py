@@ -18,6 +18,8 @@ from helpers import genexp, one_line_refusal
 from genexp.data.user_function import function_dataset
 from genexp.errors import GenexpError
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 FAST = ["steps=6", "eval_every=3", "progress=false", "cpu_threads=1", "checkpoint_every=6"]
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import checkpoint_step, genexp, results_under
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
 RUN = ["method=vat", "labels=30", "steps=1200", "eval_every=200", "checkpoint_every=10", "progress=false",
        "model.dropout=0.1"]

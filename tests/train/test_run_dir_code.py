@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import TINY, edit_config, finished_run, genexp, one_line_refusal, snapshot
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):

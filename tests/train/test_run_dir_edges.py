@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from helpers import genexp
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 TINY = ["steps=4", "eval_every=2", "checkpoint_every=2", "progress=false", "cpu_threads=1", "labels=20"]
 
 
@@ -155,8 +157,8 @@ def test_an_interpolation_in_the_run_dir_name_is_blamed_on_the_key_written(tmp_p
 
 def test_already_complete_survives_pickling():
     """torchrun's ranks get a job's decision by pickling it: an already-complete run must come back whole."""
+    from genexp.command.run_dir import AlreadyComplete
     from genexp.runs.record import RunRecord
-    from genexp.train.run_dir import AlreadyComplete
 
     record = RunRecord.from_json({"status": "completed", "test_acc": 0.5})
     back = pickle.loads(pickle.dumps(AlreadyComplete(Path("/runs/a"), record)))

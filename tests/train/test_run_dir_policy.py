@@ -14,6 +14,8 @@ import pytest
 from helpers import TINY, edit_config, finished_run, genexp, one_line_refusal, results_under, snapshot, train_cfg
 from omegaconf import OmegaConf
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 COMPARED = ("val_acc", "test_acc", "best_step", "val_acc_final", "test_acc_final", "train_acc_final")
 
 

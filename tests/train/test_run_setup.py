@@ -8,12 +8,14 @@ import pytest
 import torch
 from helpers import genexp, train_cfg
 
+from genexp.command import bench
 from genexp.data.split import Split
 from genexp.errors import GenexpError
-from genexp.train import bench
 from genexp.train import loop as trainer
 from genexp.train.interrupt import Interrupted, StopOnSignal
 from genexp.train.setup import validate_config
+
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
 
 SMALL = ["labels=30", "batch_size=16", "unlabeled_batch_size=32", "device=cpu", "cpu_threads=1", "progress=false",
          "model.widths=[32]"]

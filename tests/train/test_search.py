@@ -4,8 +4,11 @@ import json
 import re
 import shlex
 
+import pytest
 import yaml
 from helpers import TINY, genexp, results_under
+
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
 
 
 def test_a_search_shows_no_test_accuracy_and_ends_with_the_rerun_over_seeds(tmp_path):
@@ -41,7 +44,7 @@ def test_a_search_shows_no_test_accuracy_and_ends_with_the_rerun_over_seeds(tmp_
 
 
 def test_the_rerun_command_drops_the_search_and_keeps_the_rest():
-    from genexp.train.search import rerun_command
+    from genexp.command.search import rerun_command
 
     args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "method.eps=interval(0.1,10)",
             "method.xi=1e-6", "seed=3", "resume=true", "hydra.sweep.dir=/x y", "hydra/launcher=joblib", "labels=20",

@@ -21,6 +21,8 @@ from helpers import in_process_train
 from genexp.data.split import Split, make_split
 from genexp.errors import GenexpError
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 TINY = ["steps=6", "eval_every=2", "checkpoint_every=2", "progress=false", "cpu_threads=1", "labels=20",
         "model.widths=[16]"]
 

@@ -1,11 +1,14 @@
 """Any sweeper maximises what `genexp train` returns (validation accuracy), whatever its own default."""
 import json
 
+import pytest
 import yaml
 from helpers import genexp
 from omegaconf import OmegaConf
 
-from genexp.train.sweep_objective import maximise_objective
+from genexp.command.sweep_objective import maximise_objective
+
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
 
 
 def test_optuna_without_a_preset_picks_the_best_validation_trial(tmp_path):

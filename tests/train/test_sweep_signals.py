@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from helpers import genexp
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 # Slow enough to be signalled while training, short enough to be finished by the resume.
 STEPS = 3000
 RUN = [f"steps={STEPS}", "eval_every=500", "checkpoint_every=500", "model.widths=[16]", "cpu_threads=1",
@@ -183,7 +185,7 @@ def test_a_running_sweeps_dir_is_its_own(in_process, capsys, tmp_path):
     """A second sweep into a running sweep's dir is refused (with or without resume=true; the race
     of two starting together, deterministically: a dir claimed by a live process), and a run
     started into a subdir of the sweep is not counted in the sweep's last line."""
-    from genexp.train.claim import claim
+    from genexp.command.claim import claim
 
     def refused(*args: str) -> str:
         capsys.readouterr()
@@ -220,7 +222,7 @@ def test_a_running_sweeps_dir_is_its_own(in_process, capsys, tmp_path):
 
 def test_sigkill_to_the_parent_of_a_joblib_sweep_stops_its_workers(tmp_path):
     """Its workers save and record their runs as on SIGTERM, then exit, and so does loky's resource tracker."""
-    from genexp.train.claim import claim
+    from genexp.command.claim import claim
 
     sweep = tmp_path / "sw"
     args = ["-m", *JOBLIB, "seed=0,1", *RUN]

@@ -9,6 +9,8 @@ from omegaconf import OmegaConf
 from genexp.train import threads
 from genexp.train.threads import MIN_FLOPS_FOR_THREADS, choose_threads, launcher_parallelism
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 CPU = torch.device("cpu")
 BIG, SMALL = 10 * MIN_FLOPS_FOR_THREADS, MIN_FLOPS_FOR_THREADS / 10
 

@@ -19,6 +19,8 @@ from genexp.train import loop as trainer
 from genexp.train.checkpoint import run_id
 from genexp.train.trackers import Tracker, Trackers, scalars_of
 
+pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
+
 HAS = {m: importlib.util.find_spec(m) is not None for m in ("mlflow", "wandb")}
 LOGGERS = ["tensorboard", "csv", *(m for m in ("mlflow", "wandb") if HAS[m])]
 RUN = [*TINY, "device=cpu", "labels=30", "batch_size=16", "unlabeled_batch_size=32", "log_every=3",

@@ -3,8 +3,8 @@
 Hydra makes the run dir, writes `.hydra/*.yaml` and opens `genexp.log` there before the task
 function runs: before genexp can tell whether the run is new, is continued elsewhere or is refused.
 A refusal must leave nothing and an earlier run's files must stay byte-identical, so these undo or
-hold back what Hydra did until the run-dir policy (genexp.train.run_dir) has decided.
-(The sweep's `multirun.yaml` is kept in genexp.train.sweep, with the sweep's other records.)
+hold back what Hydra did until the run-dir policy (genexp.command.run_dir) has decided.
+(The sweep's `multirun.yaml` is kept in genexp.command.sweep, with the sweep's other records.)
 """
 from __future__ import annotations
 

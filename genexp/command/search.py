@@ -11,9 +11,6 @@ compose with the basic sweeper).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +23,9 @@ BASIC_SWEEPER = ".basic_sweeper.BasicSweeper"
 RERUN_SEEDS = "0,1,2,3,4"
 RESULTS_FILE = "optimization_results.yaml"  # what Optuna's and Nevergrad's sweepers write at the end
 
-_TEST_SHOWN: ContextVar[bool] = ContextVar("genexp_test_shown", default=True)
-
-
 def is_search(hydra_cfg: DictConfig) -> bool:
     """Whether the sweep this Hydra config runs is a search (anything but a grid)."""
     return not str(hydra_cfg.sweeper.get("_target_", "")).endswith(BASIC_SWEEPER)
-
-
-def test_shown() -> bool:
-    """Whether what the current job prints (log lines, progress bar, done line) may show test accuracy."""
-    return _TEST_SHOWN.get()
-
-
-@contextmanager
-def hiding_test(hide: bool) -> Iterator[None]:
-    """While entered, with `hide`, the job's printed lines show validation accuracy alone."""
-    token = _TEST_SHOWN.set(not hide)
-    try:
-        yield
-    finally:
-        _TEST_SHOWN.reset(token)
 
 
 def best_setting(sweep_dir: Path) -> tuple[dict[str, Any], float | None] | None:

@@ -4,9 +4,9 @@ Errors a user can fix (bad keys, names, paths, values) print one line and exit 2
 fails while training is recorded as failed (result.json), prints one line and exits 1 — in a
 sweep the other runs go on. GENEXP_TRACEBACK=1 (or HYDRA_FULL_ERROR=1) shows tracebacks.
 
-What a job does with its run dir is genexp.train.run_dir; one job and its reports,
-genexp.train.job; a sweep's guard and last line, genexp.train.sweep; what is undone of Hydra's
-own handling of run dirs, genexp.train.hydra_workarounds.
+What a job does with its run dir is genexp.command.run_dir; one job and its reports,
+genexp.command.job; a sweep's guard and last line, genexp.command.sweep; what is undone of Hydra's
+own handling of run dirs, genexp.command.hydra_workarounds.
 """
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from genexp.errors import TRACEBACK_ENV, one_line, show_tracebacks
-from genexp.train import distributed
-from genexp.train.hydra_workarounds import (
+from genexp.command.hydra_workarounds import (
     HeldFileLogs,
     blame_dir_interpolation,
     hydra_argv,
@@ -30,12 +28,14 @@ from genexp.train.hydra_workarounds import (
     remove_if_empty,
     undo_chdir,
 )
+from genexp.command.job import Job, JobFailed, report_done, report_failure, report_interrupted, run_job
+from genexp.command.run_dir import remove_stale_temps
+from genexp.command.search import is_search
+from genexp.command.sweep import Refused, Sweep, current_sweep
+from genexp.errors import TRACEBACK_ENV, one_line, show_tracebacks
+from genexp.train import distributed
 from genexp.train.interrupt import ForwardSignals, Interrupted, JobInterrupted, StopOnSignal, SweepSignals, exit_code
-from genexp.train.job import Job, JobFailed, report_done, report_failure, report_interrupted, run_job
 from genexp.train.outcome import RunState
-from genexp.train.run_dir import remove_stale_temps
-from genexp.train.search import is_search
-from genexp.train.sweep import Refused, Sweep, current_sweep
 
 __all__ = ("main", "hydra_train", "TRACEBACK_ENV")
 

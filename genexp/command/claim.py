@@ -7,7 +7,7 @@ process dies, SIGKILL included, so a lock that is held means a live run, and a l
 a killed run is free to take). Every check of what the dir holds happens under the claim. The
 claim file is removed on release, so a finished run dir holds no trace of it.
 
-A sweep claims its sweep dir the same way (genexp.train.sweep), for the whole command: a second
+A sweep claims its sweep dir the same way (genexp.command.sweep), for the whole command: a second
 sweep into that dir is refused while the first runs. Each of the sweep's jobs, in whatever
 process it runs, adds its run dir as a line to that claim file (`add_note`): the sweep's last line
 counts those runs alone, not a run someone else started into a subdir meanwhile.

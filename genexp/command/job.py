@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import sys
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -17,17 +18,16 @@ from typing import TYPE_CHECKING, Callable
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from genexp.command.claim import Claim
+from genexp.command.hydra_workarounds import NO_SUBDIR, redirect_file_logs, remove_if_empty, save_hydra_files
+from genexp.command.run_dir import AlreadyComplete, Decision, claim_job_dir, clear_attempt, resolve_resume, without_allow
+from genexp.command.sweep import Sweep, note_job
 from genexp.errors import GenexpError
 from genexp.runs.files import atomic_write_text
 from genexp.runs.record import Status
 from genexp.train import distributed
-from genexp.train.claim import Claim
-from genexp.train.hydra_workarounds import NO_SUBDIR, redirect_file_logs, remove_if_empty, save_hydra_files
 from genexp.train.interrupt import Interrupted, StopOnSignal
-from genexp.train.method_overrides import apply_method_overrides
-from genexp.train.run_dir import AlreadyComplete, Decision, claim_job_dir, clear_attempt, resolve_resume, without_allow
-from genexp.train.search import hiding_test
-from genexp.train.sweep import Sweep, note_job
+from genexp.train.method_overrides import apply_method_overrides, shipped_methods
 
 if TYPE_CHECKING:
     from genexp.train.outcome import RunState
@@ -53,8 +53,8 @@ class Job:
     hydra_dir: Path
     multirun: bool
     run_dir: Path
-    sweep: Sweep  # what the job reports to (genexp.train.sweep)
-    search: bool = False  # a trial of a search: what it prints shows no test accuracy (genexp.train.search)
+    sweep: Sweep  # what the job reports to (genexp.command.sweep)
+    search: bool = False  # a trial of a search: what it prints shows no test accuracy (genexp.command.search)
     d: distributed.Dist = field(default_factory=distributed.Dist)
     state: RunState | None = None  # how far the run got (genexp.train.outcome); its on_begin hook is the app's
     new_dir: Callable[[], None] | None = None  # what a new run's dir needs first (run_job decides; the app's begin hook calls it)
@@ -70,7 +70,8 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
 
     hc = HydraConfig.get()
     # the preset's per-method settings, before the config is checked and recorded (config.yaml shows them)
-    apply_method_overrides(cfg, [*hc.overrides.hydra, *hc.overrides.task], hc.job.config_name)
+    command = [*hc.overrides.hydra, *hc.overrides.task]
+    apply_method_overrides(cfg, command, known=lambda: known_methods(command, hc.job.config_name))
     validate_config(cfg)  # before anything else, resume included: bad values never start a run
     job.d = distributed.init(resolve_device(cfg.device).type)
     if not job.multirun and job.d.is_main:
@@ -103,12 +104,23 @@ def run_job(cfg: DictConfig, job: Job, stop: StopOnSignal) -> dict | AlreadyComp
             job.new_dir = lambda: clear_attempt(job.run_dir)
         elif ckpt is None:
             job.new_dir = lambda: save_hydra_files(job.run_dir, without_allow(cfg))
-        with hiding_test(job.search):
-            return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, stop=stop, state=job.state,
-                         checked=True)
+        return train(run_cfg, job.run_dir, resume_from=ckpt, checkpoint=loaded, d=job.d, stop=stop, state=job.state,
+                     checked=True, show_test=not job.search)
     finally:
         if held is not None:
             held.release()
+
+
+def known_methods(command: Iterable[str] = (), config_name: str = "train") -> list[str]:
+    """The `method` group's options this command composes from: the shipped ones and those of
+    the command's hydra.searchpath; the shipped ones alone where Hydra is not initialised."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra = GlobalHydra.instance()
+    if not hydra.is_initialized():
+        return shipped_methods()
+    searchpath = [o for o in command if o.lstrip("+~").startswith("hydra.searchpath")]
+    return sorted(hydra.config_loader().get_group_options("method", config_name=config_name, overrides=searchpath))
 
 
 def warn_unswept() -> None:

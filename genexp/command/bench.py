@@ -22,46 +22,13 @@ from typing import Any
 
 import torch
 
+from genexp.command.compose import compose
+from genexp.command.textbook_vat import TextbookVAT
 from genexp.data.views import PLAIN
 from genexp.errors import GenexpError
-from genexp.methods.base import Batch, Method, StepOutput
+from genexp.methods.base import Batch, Method
 from genexp.methods.weak_strong import WeakStrong
 from genexp.models.base import GenexpModel
-
-
-class TextbookVAT(Method):
-    """The comparison baseline only (never a genexp method): a minimal port of the public VAT code.
-
-    As those ports write it: `loss.backward()` in the power iteration (filling every weight's
-    .grad, then `model.zero_grad()`), a batch-mean KL against softmax targets, per-sample L2
-    normalisation, and BatchNorm statistics left to the model (every pass in training mode
-    updates them; no freezing)."""
-
-    uses_unlabeled = True
-
-    def __init__(self, eps: float = 1.0, xi: float = 1e-6, power_iters: int = 1, weight: float = 1.0) -> None:
-        super().__init__(weight=weight)
-        self.eps, self.xi, self.power_iters = eps, xi, power_iters
-
-    @staticmethod
-    def l2_normalize(d: torch.Tensor) -> torch.Tensor:
-        return d / (d.flatten(1).norm(dim=1).view(-1, *([1] * (d.dim() - 1))) + 1e-8)
-
-    def loss(self, model: GenexpModel, batch: Batch) -> StepOutput:
-        import torch.nn.functional as F
-
-        sup, logits_l = self.supervised(model, batch)
-        x, mask = batch.x_u, batch.mask_u
-        with torch.no_grad():
-            p = F.softmax(model(x, mask), dim=1)
-        d = self.l2_normalize(torch.randn_like(x))
-        for _ in range(self.power_iters):
-            d.requires_grad_()
-            F.kl_div(F.log_softmax(model(x + self.xi * d, mask), dim=1), p, reduction="batchmean").backward()
-            d = self.l2_normalize(d.grad)
-            model.zero_grad()
-        lds = F.kl_div(F.log_softmax(model(x + self.eps * d, mask), dim=1), p, reduction="batchmean")
-        return StepOutput(loss=sup + self.weight * lds, logits_l=logits_l)
 
 
 def cost_units(method: Method, l: int, u: int) -> float | None:
@@ -201,18 +168,6 @@ def time_passes(model0: GenexpModel, cfg: Any, batch: Batch, device: torch.devic
         rows.append({"pass": name, "rows": n, "units": units, "ms": ms,
                      "us_per_unit": None if units is None else 1000 * ms / units})
     return rows
-
-
-def compose(overrides: list[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from genexp.train.method_overrides import apply_method_overrides
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("genexp.configs", version_base="1.3"):
-        return apply_method_overrides(hydra_compose("train", overrides=overrides), overrides)
 
 
 def methods_to_time(cfg: Any, overrides: list[str], methods: list[str] | None, textbook: bool,

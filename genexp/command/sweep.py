@@ -1,13 +1,13 @@
 """A sweep (`genexp train -m`) as its parent process sees it: the guard Hydra calls before it
 writes the sweep dir, what the sweep's in-process jobs report, and the sweep's last line.
 
-One `Sweep` belongs to one `genexp train` command (genexp.train.app.main). Hydra instantiates
+One `Sweep` belongs to one `genexp train` command (genexp.command.app.main). Hydra instantiates
 SweepGuard from the config and calls the jobs itself, so neither can be handed that object: they
 find it in `CURRENT`, a context variable main() sets for the length of the command and resets
 after (its value is never shared between two commands). A job in a worker process (joblib,
 submitit) has none: it gets a Sweep of its own, whose records its parent never reads.
 
-The parent holds the sweep dir's claim (genexp.train.claim) from SweepGuard to the end of the
+The parent holds the sweep dir's claim (genexp.command.claim) from SweepGuard to the end of the
 command: a second sweep into the dir is refused while it runs (also one with resume=true; a
 sweep that is not running, SIGKILLed included, leaves a claim that is free to take). Every job
 notes its run dir in that claim (`note_job`), from whatever process it runs in, and the last
@@ -32,15 +32,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from genexp.command.claim import CLAIM_FILE, Claim, add_note, claim
+from genexp.command.hydra_workarounds import NO_SUBDIR, remove_if_empty
+from genexp.command.run_dir import no_resume
+from genexp.command.search import RESULTS_FILE, best_setting, is_search, rerun_command
+from genexp.command.sweep_objective import maximise_objective
 from genexp.errors import GenexpError
 from genexp.runs.record import Status, read_record
 from genexp.train import interrupt
-from genexp.train.claim import CLAIM_FILE, Claim, add_note, claim
-from genexp.train.hydra_workarounds import NO_SUBDIR, remove_if_empty
 from genexp.train.interrupt import SweepSignals, exit_code
-from genexp.train.run_dir import no_resume
-from genexp.train.search import RESULTS_FILE, best_setting, is_search, rerun_command
-from genexp.train.sweep_objective import maximise_objective
 from genexp.train.threads import PARALLEL_ENV, launcher_parallelism
 
 
@@ -61,7 +61,7 @@ class Sweep:
     outcomes: list[str] = field(default_factory=list)  # this process's jobs: completed / failed / refused
     claim: Claim | None = None  # the sweep dir's, held by the parent while the command runs
     runs: list[Path] = field(default_factory=list)  # the run dirs of the sweep's jobs (read when the claim is released)
-    search: bool = False  # a search (genexp.train.search), not a grid
+    search: bool = False  # a search (genexp.command.search), not a grid
     results_before: int | None = None  # a search's results file's mtime_ns before it ran (None: there was none)
 
     @contextmanager

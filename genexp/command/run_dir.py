@@ -2,7 +2,7 @@
 
 A job starts a new run, continues one from its checkpoint (`resume=`), restarts one that stopped
 before its first checkpoint, or is refused (GenexpError: one line, exit 2). Every check happens
-under the dir's claim (genexp.train.claim) and before anything is written, so a refusal, or a run
+under the dir's claim (genexp.command.claim) and before anything is written, so a refusal, or a run
 that is already complete (AlreadyComplete), leaves the dir as it was.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genexp.command.claim import CLAIM_FILE, Claim, claim
 from genexp.errors import GenexpError
 from genexp.runs.files import temp_files
 from genexp.runs.record import RunRecord, Status, read_record
-from genexp.train.claim import CLAIM_FILE, Claim, claim
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def check_dir_kind(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def claim_job_dir(cfg: DictConfig, hydra_dir: Path) -> Claim | None:
-    """Claim the job's run dir (see genexp.train.claim), or None when a resume names no dir (refused later)."""
+    """Claim the job's run dir (see genexp.command.claim), or None when a resume names no dir (refused later)."""
     run_dir = job_dir(cfg, hydra_dir)
     if run_dir is None:
         return None
