@@ -11,6 +11,7 @@ own handling of run dirs, genexp.command.hydra_workarounds.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -90,6 +91,9 @@ def hydra_train(cfg: DictConfig) -> float | None:
 
 def main(args: list[str]) -> int:
     """`genexp train <args>`: the exit code (0; 1 a run failed; 2 refused; 128+signal interrupted)."""
+    # Optuna's storage module imports alembic, whose plugins log ~30 INFO lines through Hydra's
+    # handler before a search's first trial: set-up noise, not the search's.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with hydra_environment():
         scratch = hydra_argv(args)
         forward = "-m" in args or "--multirun" in args  # a sweep's parent passes signals on to its workers

@@ -20,6 +20,7 @@ def test_a_search_shows_no_test_accuracy_and_ends_with_the_rerun_over_seeds(tmp_
     shown = [ln for ln in printed.splitlines() if re.search(r"test[ _]acc", ln, re.IGNORECASE)]
     assert not shown, shown
     assert printed.count("val_acc ") == 4 and p.stdout.count("done: val acc ") == 2  # 2 evaluations x 2 trials
+    assert "setup plugin alembic" not in printed  # ~30 INFO lines of the storage's migration tool before the first trial
     results = results_under(sweep)
     assert len(results) == 2 and all(0 <= r["test_acc"] <= 1 for r in results)  # still recorded
 
