@@ -12,6 +12,9 @@ from genexp.errors import GenexpError
 
 @dataclass
 class Split:
+    # Code says labelled/unlabelled; names that files and configs hold keep the config keys'
+    # spelling: these fields are split.json's keys (as n_labeled is result.json's, labeled_strategy
+    # a config key, and uses_unlabeled / setup(num_unlabeled=) the method API).
     labeled: np.ndarray
     unlabeled: np.ndarray
     val: np.ndarray
@@ -142,29 +145,29 @@ def make_split(
     val_idx, pool = _hold_out_val(y, num_classes, val_size, rng)
     pool_all = np.sort(np.concatenate(pool))
     if labels == "all":
-        labeled = pool_all
+        labelled = pool_all
     else:
         n = _label_count(labels, num_classes, len(pool_all))
-        labeled = np.sort(_pick_labeled(y, pool, pool_all, n, num_classes, strategy, rng))
+        labelled = np.sort(_pick_labelled(y, pool, pool_all, n, num_classes, strategy, rng))
 
-    unlabeled_only = np.flatnonzero(y < 0)
-    rest = pool_all if unlabeled_includes_labeled else np.setdiff1d(pool_all, labeled)
-    unlabeled = np.sort(np.concatenate([rest, unlabeled_only]))
-    if len(unlabeled) == 0:
+    unlabelled_only = np.flatnonzero(y < 0)
+    rest = pool_all if unlabeled_includes_labeled else np.setdiff1d(pool_all, labelled)
+    unlabelled = np.sort(np.concatenate([rest, unlabelled_only]))
+    if len(unlabelled) == 0:
         # labels=all without extra data: the labelled set is the only unlabelled data there is.
-        unlabeled = labeled.copy()
-    return Split(labeled=labeled.astype(np.int64), unlabeled=unlabeled.astype(np.int64), val=val_idx.astype(np.int64))
+        unlabelled = labelled.copy()
+    return Split(labeled=labelled.astype(np.int64), unlabeled=unlabelled.astype(np.int64), val=val_idx.astype(np.int64))
 
 
 def _hold_out_val(y: np.ndarray, num_classes: int, val_size: float | int, rng: np.random.Generator
                   ) -> tuple[np.ndarray, list[np.ndarray]]:
     """(validation rows, per class the sorted rows left for the labelled/unlabelled pool)."""
-    labeled_rows = np.flatnonzero(y >= 0)
-    counts = np.bincount(y[labeled_rows], minlength=num_classes)
+    labelled_rows = np.flatnonzero(y >= 0)
+    counts = np.bincount(y[labelled_rows], minlength=num_classes)
     val_per_class = _val_counts(counts, val_size)
     val, pool = [], []
     for c in range(num_classes):
-        idx = labeled_rows[y[labeled_rows] == c]
+        idx = labelled_rows[y[labelled_rows] == c]
         idx = idx[rng.permutation(len(idx))]
         val.append(idx[: val_per_class[c]])
         pool.append(np.sort(idx[val_per_class[c]:]))
@@ -184,7 +187,7 @@ def _label_count(labels: int | str, num_classes: int, available: int) -> int:
     return n
 
 
-def _pick_labeled(y: np.ndarray, pool: list[np.ndarray], pool_all: np.ndarray, n: int, num_classes: int,
+def _pick_labelled(y: np.ndarray, pool: list[np.ndarray], pool_all: np.ndarray, n: int, num_classes: int,
                   strategy: str, rng: np.random.Generator) -> np.ndarray:
     """`n` labelled rows of the pool by `strategy` (unsorted)."""
     if strategy == "balanced":
@@ -198,11 +201,11 @@ def _pick_labeled(y: np.ndarray, pool: list[np.ndarray], pool_all: np.ndarray, n
     if strategy == "random":
         return rng.choice(pool_all, n, replace=False)
     if strategy == "first":
-        labeled = pool_all[:n]
-        missing = sorted(set(range(num_classes)) - set(y[labeled].tolist()))
+        labelled = pool_all[:n]
+        missing = sorted(set(range(num_classes)) - set(y[labelled].tolist()))
         if missing:
             raise GenexpError(f"labeled_strategy=first: the first {n} training rows have no example of class "
                               f"{missing[0]} (is the file sorted by label?): shuffle the file or set "
                               f"labeled_strategy=balanced")
-        return labeled
+        return labelled
     raise GenexpError(f"labeled_strategy={strategy!r} is unknown: use balanced, random or first")

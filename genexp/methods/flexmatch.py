@@ -36,7 +36,7 @@ class FlexMatch(WeakStrong):
     def setup(self, model: GenexpModel, *, num_classes: int, num_train: int, device: torch.device,
               num_unlabeled: int | None = None) -> None:
         self.num_classes = num_classes
-        self.num_unlabeled = num_train if num_unlabeled is None else num_unlabeled
+        self.num_unlabelled = num_train if num_unlabeled is None else num_unlabeled
         # Indexed by position in the training set (Batch.idx_u); positions outside the unlabelled
         # pool stay −1 and are never counted: N − Σσ uses the pool's size, not this buffer's.
         self.latest = torch.full((num_train,), -1, dtype=torch.long, device=device)
@@ -57,8 +57,8 @@ class FlexMatch(WeakStrong):
         'none yet') holds every unlabelled example (USB's `update`). On tensors: no synchronisation."""
         self.latest[idx] = torch.where(confident, pseudo, self.latest[idx])
         sigma = class_counts(self.latest, self.num_classes)
-        self.effect = torch.where(largest_bucket(sigma, self.num_unlabeled) < self.num_unlabeled,
-                                  learning_effect(sigma, self.num_unlabeled), self.effect)
+        self.effect = torch.where(largest_bucket(sigma, self.num_unlabelled) < self.num_unlabelled,
+                                  learning_effect(sigma, self.num_unlabelled), self.effect)
 
     def state_dict(self) -> dict:
         return {"latest": self.latest, "effect": self.effect}

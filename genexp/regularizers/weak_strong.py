@@ -50,16 +50,16 @@ def convex_warp(x: Tensor) -> Tensor:
     return x / (2.0 - x)
 
 
-def learning_effect(sigma: Tensor, num_unlabeled: int) -> Tensor:
+def learning_effect(sigma: Tensor, num_unlabelled: int) -> Tensor:
     """β(c) = σ(c) / max(max_k σ(k), N − Σ_k σ(k)), σ(c) = #unlabelled examples whose latest confident
     prediction is c (`class_counts`; N − Σσ never yet confident: the warm-up term). Left at its last
     value by the caller when one bucket holds every example (USB's update rule)."""
-    return sigma / largest_bucket(sigma, num_unlabeled).clamp_min(1.0)
+    return sigma / largest_bucket(sigma, num_unlabelled).clamp_min(1.0)
 
 
-def largest_bucket(sigma: Tensor, num_unlabeled: int) -> Tensor:
+def largest_bucket(sigma: Tensor, num_unlabelled: int) -> Tensor:
     """max(max_k σ(k), N − Σ_k σ(k)): the most examples one class, or 'none yet', holds."""
-    return torch.maximum(sigma.max(), float(num_unlabeled) - sigma.sum())
+    return torch.maximum(sigma.max(), float(num_unlabelled) - sigma.sum())
 
 
 def class_counts(latest: Tensor, num_classes: int) -> Tensor:

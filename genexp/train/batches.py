@@ -22,14 +22,14 @@ class BatchSource:
     exactly the single-process batch.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, mask: Tensor | None, labeled: Tensor, unlabeled: Tensor, *,
+    def __init__(self, x: Tensor, y: Tensor, mask: Tensor | None, labelled: Tensor, unlabelled: Tensor, *,
                  batch_size: int, unlabeled_batch_size: int, seed: int, generator: torch.Generator,
                  preprocess: Callable[[Tensor], Tensor] | None = None,
                  augment: Callable[[Tensor, torch.Generator], Tensor] | None = None, d: Dist | None = None,
                  channels_last: bool = False, views: dict[str, ViewAugment] | None = None) -> None:
         self.x, self.y, self.mask = x, y, mask
-        self.lab = IndexStream(labeled, batch_size, seed=seed * 1000 + 1)
-        self.unl = IndexStream(unlabeled, unlabeled_batch_size, seed=seed * 1000 + 2)
+        self.lab = IndexStream(labelled, batch_size, seed=seed * 1000 + 1)
+        self.unl = IndexStream(unlabelled, unlabeled_batch_size, seed=seed * 1000 + 2)
         self.generator, self.preprocess, self.augment = generator, preprocess, augment
         self.d = d or Dist()
         self.channels_last = channels_last
@@ -58,14 +58,14 @@ class BatchSource:
         idx = stream.next()[self.d.rank::self.d.world].to(self.x.device, non_blocking=True)
         return idx, self.x[idx], None if self.mask is None else self.mask[idx]
 
-    def next(self, step: int, unlabeled: bool, views: tuple[str, ...] = ()) -> Batch:
-        """The step's labelled batch (plain) and, when `unlabeled`, its unlabelled batch: the plain
+    def next(self, step: int, unlabelled: bool, views: tuple[str, ...] = ()) -> Batch:
+        """The step's labelled batch (plain) and, when `unlabelled`, its unlabelled batch: the plain
         input as `x_u` when `views` is empty, else each named view of the same rows in `u_views`
         (and `x_u` only when `plain` is among them)."""
         il, xl, ml = self._take(self.lab)
         batch = Batch(x_l=self._view(PLAIN, xl), y_l=self.y[il], mask_l=ml, idx_l=il, step=step,
                       generator=self.generator)
-        if unlabeled:
+        if unlabelled:
             batch.idx_u, stored, batch.mask_u = self._take(self.unl)
             if not views:
                 batch.x_u = self._view(PLAIN, stored)
