@@ -32,6 +32,7 @@ from genexp.runs.record import Status, is_run_record
 from genexp.tables.cells import method_first
 from genexp.tables.compare import Baseline, Comparison, Comparisons, compare
 from genexp.tables.copies import drop_copies
+from genexp.tables.render import ValueTexts
 from genexp.tables.run import Run
 from genexp.tables.table import Metric, differing_keys, field_value, load_results, parse_metric, safe_name
 
@@ -319,13 +320,15 @@ def forest_rows(results: list[Run], metric: Metric, base: Baseline, confidence: 
     by_fig: dict[tuple[str, ...], dict[tuple[str, ...], Comparison]] = defaultdict(dict)
     for key, c in comps.rows.items():
         by_fig[key[:len(fig_keys)]][key[len(fig_keys):]] = c
+    texts = ValueTexts.of(results, row_keys).texts  # a search's ε at 3 significant digits, as tables show it
     out: dict[tuple[str, ...], list[ForestRow]] = {}
     for fig_key, rows in sorted(by_fig.items()):
         # A key is part of the names where the rows differ in it; the compared key always is.
         shown = [i for i, k in enumerate(row_keys) if k == base.key or len({r[i] for r in rows}) > 1]
         named = []
         for key in sorted(rows, key=lambda k: method_first(k, row_keys)):
-            parts = [setting(row_keys[i], key[i], bare=row_keys[i] == "method") for i in shown]
+            parts = [setting(row_keys[i], texts.get(row_keys[i], {}).get(key[i], key[i]), bare=row_keys[i] == "method")
+                     for i in shown]
             named.append(ForestRow(", ".join(parts), rows[key]))
         out[fig_key] = named
     return out

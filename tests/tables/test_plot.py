@@ -308,3 +308,24 @@ def test_a_copied_run_is_drawn_once(tmp_path, capsys):
     runs = plot.plotted_runs([tmp_path / "runs"], parse_metric("test_acc"))
     assert len([r for r in runs if r.get("method") == "vat" and r.get("seed") == 0]) == 1
     assert len(runs) == 15  # 3 methods x 5 seeds, the copy left out
+
+
+def test_forest_row_names_show_a_search_s_values_at_three_significant_digits(tmp_path):
+    import random
+
+    rng = random.Random(1)
+    for seed in range(4):
+        shared = rng.gauss(0, 0.02)
+        for method, eps, bonus in (("none", None, 0.0), ("vat", "0.7501954443620124", 0.03),
+                                   ("vat", "1.252065381499947", 0.04)):
+            d = tmp_path / "runs" / f"{method}_{eps}_s{seed}"
+            d.mkdir(parents=True)
+            acc = 0.7 + bonus + shared + rng.gauss(0, 0.003)
+            (d / "result.json").write_text(json.dumps({
+                "status": "completed", "dataset": "digits", "model": "mlp", "method": method, "labels": 50,
+                "seed": seed, "test_acc": acc, "val_acc": acc}))
+            (d / "config.yaml").write_text(f"seed: {seed}\nlabels: 50\nmethod:\n  name: {method}\n"
+                                           + (f"  eps: {eps}\n" if eps else ""))
+    ((rows, fig),) = forest_figures(tmp_path / "runs").values()
+    names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert names == ["vat, method.eps=0.75", "vat, method.eps=1.25"], names
