@@ -75,9 +75,9 @@ def hydra_argv(args: list[str]) -> str | None:
 def save_hydra_files(run_dir: Path, task_cfg: DictConfig) -> None:
     """Hydra's .hydra/{config,hydra,overrides}.yaml, written by us once a new run is accepted
     (hydra_argv turns Hydra's own writing off, which happens before a run could be refused)."""
-    hydra_cfg = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False))
-    if NO_SUBDIR not in hydra_cfg.hydra.overrides.hydra:  # the user's own hydra.output_subdir (null: no files) stands
+    if NO_SUBDIR not in HydraConfig.get().overrides.hydra:  # the user's own hydra.output_subdir (null: no files) stands
         return
+    hydra_cfg = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg, resolve=False))
     hydra_cfg.hydra.output_subdir = ".hydra"  # Hydra's default, which hydra_argv turned off
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)

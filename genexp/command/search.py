@@ -23,6 +23,7 @@ BASIC_SWEEPER = ".basic_sweeper.BasicSweeper"
 RERUN_SEEDS = "0,1,2,3,4"
 RESULTS_FILE = "optimization_results.yaml"  # what Optuna's and Nevergrad's sweepers write at the end
 
+
 def is_search(hydra_cfg: DictConfig) -> bool:
     """Whether the sweep this Hydra config runs is a search (anything but a grid)."""
     return not str(hydra_cfg.sweeper.get("_target_", "")).endswith(BASIC_SWEEPER)

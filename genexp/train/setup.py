@@ -171,10 +171,9 @@ def prepare(cfg: DictConfig, d: Dist | None = None, *, checked: bool = False) ->
     dataset's preprocessing, ZCA included, runs under the limit too) and seed every RNG: what comes
     before anything is built. From here on `cfg` is in struct mode (`build.declared`): reading an
     undeclared key fails."""
+    full = declared(cfg)  # a run dir recorded by an earlier version: with the keys added since
     if not checked:
-        validate_config(declared(cfg))  # declared: a run dir recorded by an earlier version, with its later keys
-    else:
-        declared(cfg)
+        validate_config(full)
     device = resolve_device(cfg.device, d)
     set_cpu_threads(cfg, device)
     seed_everything(cfg.seed)
