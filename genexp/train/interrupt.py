@@ -5,9 +5,11 @@ at that step, records `status: interrupted` and exits 130 (SIGINT) or 143 (SIGTE
 signal stops at once (KeyboardInterrupt): resuming then continues from the last periodic
 checkpoint. When a handler of our own replaced a Python handler (submitit's SIGUSR2 handler
 under `hydra/launcher=slurm`), that handler is called after the checkpoint is saved, so the job
-is requeued as submitit would have done. Before training, inside `stop_at_once` (encoding
-frozen-encoder features: minutes, and nothing a stop could leave half-done), the first signal
-raises Interrupted at once instead.
+is requeued as submitit would have done. Inside `stop_at_once` the first signal raises
+Interrupted at once instead: before training (encoding frozen-encoder features: minutes, and
+nothing a stop could leave half-done) and while an evaluation scores (BatchNorm re-estimation,
+validation and test: minutes for a large test set on a CPU), whose checkpoint then holds the
+evaluation as pending, to be run first when the run resumes.
 
 A sweep (`-m`) is stopped as a whole: its parent process holds `ForwardSignals`, which passes a
 signal on to the worker processes of the joblib launcher (each saves and records its run as
@@ -96,19 +98,19 @@ _entered: list["StopOnSignal"] = []  # innermost last
 
 
 @contextlib.contextmanager
-def stop_at_once(steps: int) -> Iterator[None]:
-    """Within: a first SIGINT/SIGTERM raises Interrupted (step 0 of `steps`) wherever the main
+def stop_at_once(steps: int, step: int = 0) -> Iterator[None]:
+    """Within: a first SIGINT/SIGTERM raises Interrupted (at `step` of `steps`) wherever the main
     thread is, instead of being noted for the next step boundary; a signal noted before raises on
-    entry. For long phases before training that leave nothing half-done when stopped anywhere
-    (loading an encoder and encoding texts, whose cache entry is written atomically): they stop
-    within one op, not after minutes of calls that never look at a flag."""
+    entry. For long phases that leave nothing half-done when stopped anywhere (loading an encoder
+    and encoding texts, whose cache entry is written atomically; an evaluation's scoring, which
+    writes nothing): they stop within one op, not after minutes of calls that never look at a flag."""
     stop = _entered[-1] if _entered else None
     if stop is None:
         yield
         return
     if stop.signum is not None:
-        raise Interrupted(stop.signum, 0, steps)
-    before, stop.at_once = stop.at_once, steps
+        raise Interrupted(stop.signum, step, steps)
+    before, stop.at_once = stop.at_once, (step, steps)
     try:
         yield
     finally:
@@ -126,7 +128,7 @@ class StopOnSignal:
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
         self.sweep = sweep
-        self.at_once: int | None = None  # inside stop_at_once: the run's steps
+        self.at_once: tuple[int, int] | None = None  # inside stop_at_once: (step, the run's steps)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:
@@ -135,7 +137,7 @@ class StopOnSignal:
         if self.sweep is not None:
             self.sweep.note(signum)
         if self.at_once is not None:
-            raise Interrupted(signum, 0, self.at_once)
+            raise Interrupted(signum, *self.at_once)
 
     def __enter__(self) -> "StopOnSignal":
         global _running

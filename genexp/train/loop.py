@@ -12,27 +12,29 @@ take the lines with test_acc.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from genexp.errors import GenexpError
 from genexp.models.batchnorm import recalibrated
-from genexp.runs.files import atomic_write
 from genexp.runs.progress import Pace, TrainProgress
 from genexp.runs.record import RunRecord, append_jsonl
 from genexp.train import distributed
 from genexp.train.batches import train_step
-from genexp.train.checkpoint import check_belongs, rng_state, run_id, save_checkpoint
+from genexp.train.checkpoint import check_belongs
 from genexp.train.distributed import Dist
 from genexp.train.evaluation import evaluate
-from genexp.train.interrupt import Interrupted, StopOnSignal
+from genexp.train.interrupt import Interrupted, StopOnSignal, stop_at_once
 from genexp.train.outcome import Recorder, RecordStale, RunState, completed_record
+from genexp.train.saving import Diverged, save, save_best, write_best
 from genexp.train.session import Loop, Session, build_session, log_setup, open_records, resume
 from genexp.train.setup import Subset, prepare
 from genexp.train.trackers import chosen
@@ -40,50 +42,7 @@ from genexp.train.trackers import chosen
 __all__ = ["Diverged", "Loop", "RecordStale", "RunState", "evaluate", "train"]  # what callers import from here
 
 log = logging.getLogger("genexp")
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"  # the best-validation weights: what the reported test_acc was measured on
-
-
-class Diverged(RuntimeError):
-    pass
-
-
-def save(s: Session, loop: Loop, done: int) -> None:
-    """Checkpoint after step `done` (rank 0 writes; every rank's sampler position is gathered)."""
-    if "loss" in loop.sums:  # never save a diverged state
-        total = distributed.all_sum(loop.sums["loss"].detach().reshape(()), s.d)
-        if not math.isfinite(total.item()):
-            raise Diverged(f"loss became non-finite by step {done}; lower optim.lr or the method's weight")
-    per_rank = [s.run.source.state_dict()]
-    if s.d.enabled:
-        per_rank = [None] * s.d.world
-        torch.distributed.all_gather_object(per_rank, s.run.source.state_dict())
-    if s.d.is_main:
-        save_checkpoint(s.run_dir / CHECKPOINT, {
-            "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-            "scheduler": s.scheduler.state_dict(), "ema": s.ema.state_dict() if s.ema is not None else None,
-            "method": s.method.state_dict(), "batches": per_rank, "rng": rng_state(),
-            "loop": loop.state_dict(step=done, wall_before=loop.wall_before + time.time() - s.started),
-            "config": OmegaConf.to_container(s.cfg, resolve=True), "run_id": run_id(s.cfg)})
-
-
-def save_best(s: Session, loop: Loop, model: torch.nn.Module) -> None:
-    """best.pt: the evaluated weights at a new best validation (rank 0), written atomically and
-    loadable with torch.load(weights_only=True). Keys without torch.compile's `_orig_mod.`, so that
-    they load into a model built without compile=true."""
-    if not s.d.is_main:
-        return
-    weights = {k.replace("_orig_mod.", ""): v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    loop.best_weights = {"model": weights, "step": loop.best["step"], "val_acc": loop.best["val_acc"],
-                         "test_acc": loop.best["test_acc"], "run_id": run_id(s.cfg)}
-    write_best(s.run_dir, loop.best_weights)
-
-
-def write_best(run_dir: Path, best: dict) -> None:
-    atomic_write(run_dir / BEST, lambda f: torch.save(best, f))
-
-
-def close_interval(s: Session, loop: Loop, done: int, interval_start: float) -> tuple[dict[str, float], float]:
+def close_interval(s: Session, loop: Loop, done: int, interval_start: float) -> dict:
     """The interval's mean training terms and accuracy over all ranks; its time per step."""
     n_int = done - loop.timed_steps
     sums = {k: distributed.all_sum(v.detach().reshape(()), s.d) / s.d.world for k, v in loop.sums.items()}
@@ -99,7 +58,7 @@ def close_interval(s: Session, loop: Loop, done: int, interval_start: float) -> 
     if not all(math.isfinite(v) for v in train_loss.values()):
         raise Diverged(f"loss became non-finite at step {done} ({train_loss}); lower optim.lr or the method's weight")
     loop.sums, loop.correct, loop.seen = {}, 0.0, 0
-    return train_loss, train_acc
+    return {"train_loss": train_loss, "train_acc": train_acc}
 
 
 def log_terms(s: Session, loop: Loop, done: int) -> None:
@@ -131,25 +90,44 @@ def eval_line(s: Session, loop: Loop, done: int, train_loss: dict[str, float], p
     return f"step {done}/{s.cfg.steps} | {terms} | val_acc {pct(loop.last['val_acc'])}{test} | {pace.text(done)}"
 
 
-def evaluate_and_log(s: Session, loop: Loop, done: int, interval_start: float, progress: TrainProgress,
+@contextlib.contextmanager
+def stoppable(s: Session, loop: Loop, done: int, closed: dict) -> Iterator[None]:
+    """An evaluation's scoring (writes nothing) stops at once on a signal, in one process: the
+    checkpoint at `done` then holds the evaluation as pending (`closed`: its interval's training
+    terms), run first on resume, so that the resumed run matches an uninterrupted one."""
+    if s.d.enabled:  # every rank takes part in the scoring's collectives: stop at the step boundary
+        yield
+        return
+    try:
+        with stop_at_once(s.cfg.steps, done):
+            yield
+    except Interrupted:
+        loop.pending = closed
+        save(s, loop, done)
+        raise
+
+
+def evaluate_and_log(s: Session, loop: Loop, done: int, closed: dict, progress: TrainProgress,
                      pace: Pace | None = None) -> None:
-    """Close the training interval, evaluate val + test, log them, track the best val step."""
-    train_loss, train_acc = close_interval(s, loop, done, interval_start)
+    """Evaluate val + test after step `done` (`closed`: the interval's training terms), log them,
+    track the best val step."""
+    train_loss, train_acc = closed["train_loss"], closed["train_acc"]
     eval_model = s.method.eval_model(s.model) or (s.ema.module if s.ema is not None else s.model)
     distributed.average_buffers(eval_model, s.d)
-    if s.cfg.get("bn_recalibrate"):
-        eval_model = recalibrated(eval_model, s.run.source.x, torch.as_tensor(s.run.split.unlabeled),
-                                  examples=s.cfg.bn_recalibrate, batch_size=s.cfg.unlabeled_batch_size,
-                                  seed=s.cfg.seed, mask=s.run.source.mask, preprocess=s.run.data.preprocess)
 
     def score(name: str, subset: Subset) -> tuple[float, float]:
         return evaluate(eval_model, subset.x, subset.y, subset.mask, s.run.amp, s.run.data.preprocess, s.d,
                         on_batch=lambda i, n: progress.evaluating(name, i, n))
 
     has_val = len(s.run.val) > 0
-    # Without a validation set (dataset.val_size=0) the final step is "best".
-    val_acc, val_loss = score("val", s.run.val) if has_val else (None, None)
-    test_acc, test_loss = score("test", s.run.test)
+    with stoppable(s, loop, done, closed):
+        if s.cfg.get("bn_recalibrate"):
+            eval_model = recalibrated(eval_model, s.run.source.x, torch.as_tensor(s.run.split.unlabeled),
+                                      examples=s.cfg.bn_recalibrate, batch_size=s.cfg.unlabeled_batch_size,
+                                      seed=s.cfg.seed, mask=s.run.source.mask, preprocess=s.run.data.preprocess)
+        # Without a validation set (dataset.val_size=0) the final step is "best".
+        val_acc, val_loss = score("val", s.run.val) if has_val else (None, None)
+        test_acc, test_loss = score("test", s.run.test)
     loop.last = {"step": done, "lr": s.scheduler.get_last_lr()[0], "train_acc": train_acc,
                  **{f"train_{k}": v for k, v in train_loss.items()}, "val_acc": val_acc, "val_loss": val_loss,
                  "test_acc": test_acc, "test_loss": test_loss, "elapsed_s": time.time() - s.started}
@@ -199,13 +177,17 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recor
     recorder.begin(s.run.split)
     if resume_from is not None and d.is_main and loop.best_weights is not None:
         write_best(run_dir, loop.best_weights)  # a session lost after the checkpoint may have written a later best
-    open_records(s, loop.step if resume_from is not None else None)
+    # A pending evaluation's line is written again: cut back to the step before it.
+    open_records(s, None if resume_from is None else loop.step - (loop.pending is not None))
     state.trackers = s.trackers
     host_loss = device.type == "cpu" and not d.enabled
     s.model.train()
     pace = Pace(cfg.steps, start=loop.step, before_s=loop.wall_before + time.time() - started)
-    interval_start = time.perf_counter()
     with TrainProgress(cfg.steps, enabled=cfg.progress and d.is_main, start=loop.step) as progress:
+        if loop.pending is not None:  # the evaluation a signal stopped: first, as it would have run
+            closed, loop.pending = loop.pending, None
+            evaluate_and_log(s, loop, loop.step, closed, progress, pace)
+        interval_start = time.perf_counter()
         for step in range(loop.step, cfg.steps):
             batch = s.run.source.next(step, s.method.uses_unlabeled, s.method.views)
             out = train_step(s.model, s.method, s.optimizer, batch, amp=s.run.amp, params=s.params, d=d,
@@ -224,7 +206,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recor
             if log_every and done % log_every == 0 and not evaluating:
                 log_terms(s, loop, done)
             if evaluating:
-                evaluate_and_log(s, loop, done, interval_start, progress, pace)
+                evaluate_and_log(s, loop, done, close_interval(s, loop, done, interval_start), progress, pace)
                 interval_start = time.perf_counter()
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 save(s, loop, done)

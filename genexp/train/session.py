@@ -77,6 +77,8 @@ class Loop:
     # best.pt's contents (rank 0), kept so that a checkpoint holds them: a run resumed from an
     # earlier checkpoint rewrites best.pt to match its `best`, whatever a lost session wrote.
     best_weights: dict | None = None
+    # The evaluation at `step` that a signal stopped (its interval's closed training terms), or None.
+    pending: dict | None = None
 
     def accumulate(self, out: Any, y_l: Tensor) -> None:
         """Add a step's terms on the device: nothing waits for the GPU until evaluation."""
