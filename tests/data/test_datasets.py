@@ -510,3 +510,21 @@ def test_stray_label_and_missing_text_are_refused(tmp_path):
     (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(GenexpError, match=r"2 of 20 rows have no 'text' \(first: row 5\)"):
         load_text(str(tmp_path / "t.jsonl"))
+
+
+def test_digits_read_without_sklearn_are_sklearns_digits():
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    from genexp.data.digits import digits_arrays
+
+    images, y = digits_arrays()
+    raw = sk_load_digits()
+    assert np.array_equal(images, raw.images) and np.array_equal(y, raw.target)
+    assert images.dtype == raw.images.dtype and y.dtype == raw.target.dtype
+
+
+def test_the_default_dataset_imports_no_sklearn():
+    # scikit-learn (with scipy and pandas) costs over a second at every command's start.
+    code = "import sys; from genexp.data.digits import load_digits; load_digits(); print('sklearn' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
