@@ -99,10 +99,9 @@ def test_train_writes_complete_records(tmp_path):
     assert summary[0].endswith(f"run dir {run_dir}")
 
 
-def test_same_split_seed_same_split_across_methods(tmp_path):
+def test_same_split_seed_same_split_across_methods(tmp_path, in_process):
     for m in ("none", "vat"):
-        assert genexp("train", f"method={m}", "steps=2", "eval_every=1", "progress=false",
-                      f"hydra.run.dir={tmp_path / m}", cwd=tmp_path).returncode == 0
+        assert in_process(f"method={m}", "steps=2", "eval_every=1", "progress=false", f"hydra.run.dir={tmp_path / m}") == 0
     a, b = (json.loads((tmp_path / m / "split.json").read_text()) for m in ("none", "vat"))
     assert a == b
 
@@ -155,13 +154,13 @@ def test_bad_input_is_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_existing_run_dir_is_never_overwritten(tmp_path):
+def test_existing_run_dir_is_never_overwritten(tmp_path, in_process, capfd):
     run_dir = tmp_path / "run"
-    assert genexp("train", "steps=2", "eval_every=1", "progress=false", f"hydra.run.dir={run_dir}",
-                  cwd=tmp_path).returncode == 0
+    assert in_process("steps=2", "eval_every=1", "progress=false", f"hydra.run.dir={run_dir}") == 0
     before = (run_dir / "result.json").read_bytes()
-    p = genexp("train", "steps=3", "eval_every=1", "progress=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert p.returncode == 2 and "already holds a run" in p.stderr
+    capfd.readouterr()
+    assert in_process("steps=3", "eval_every=1", "progress=false", f"hydra.run.dir={run_dir}") == 2
+    assert "already holds a run" in capfd.readouterr().err
     assert (run_dir / "result.json").read_bytes() == before
 
 
