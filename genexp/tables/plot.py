@@ -313,10 +313,11 @@ def forest_comparisons(results: list[Run], metric: Metric, base: Baseline, confi
 
 
 def forest_rows(results: list[Run], metric: Metric, base: Baseline, confidence: float,
-                extra: list[str] = ()) -> dict[tuple[str, ...], list[ForestRow]]:
-    """Per (dataset, model): the compared rows, top to bottom, named by the keys that tell them apart."""
+                extra: list[str] = (), comps: Comparisons | None = None) -> dict[tuple[str, ...], list[ForestRow]]:
+    """Per (dataset, model): the compared rows, top to bottom, named by the keys that tell them apart
+    (`comps`: forest_comparisons' for these arguments, when the caller has them already)."""
     fig_keys, row_keys = forest_keys(results, base, list(extra))
-    comps = forest_comparisons(results, metric, base, confidence, extra)
+    comps = comps if comps is not None else forest_comparisons(results, metric, base, confidence, extra)
     by_fig: dict[tuple[str, ...], dict[tuple[str, ...], Comparison]] = defaultdict(dict)
     for key, c in comps.rows.items():
         by_fig[key[:len(fig_keys)]][key[len(fig_keys):]] = c
@@ -397,10 +398,11 @@ def forest_figure(rows: list[ForestRow], metric: Metric, base: Baseline, confide
 
 
 def plot_forest(results: list[Run], metric: Metric, base: Baseline, confidence: float, out: Path,
-                extra: list[str] = (), formats: tuple[str, ...] = ("png",)) -> list[Path]:
+                extra: list[str] = (), formats: tuple[str, ...] = ("png",),
+                comps: Comparisons | None = None) -> list[Path]:
     written = []
     fig_keys, _ = forest_keys(results, base, list(extra))
-    for fig_key, rows in forest_rows(results, metric, base, confidence, extra).items():
+    for fig_key, rows in forest_rows(results, metric, base, confidence, extra, comps).items():
         title = " · ".join(setting(k, v, bare=True) for k, v in zip(fig_keys, fig_key)) or "all runs"
         fig = forest_figure(rows, metric, base, confidence, title)
         name = "_".join(["forest", *(safe_name(v) for v in fig_key), safe_name(metric.name), "vs",
@@ -483,7 +485,7 @@ def main(argv: list[str]) -> int:
         check_curve_keys(results, keys)
         extra = differing_keys(results, PLOT_KEYS)
         if base is not None:  # the pairs, before anything is drawn: a baseline no run has is refused here
-            compare_notes = forest_comparisons(results, metric, base, args.confidence, extra).messages()
+            comps = forest_comparisons(results, metric, base, args.confidence, extra)
     except GenexpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -496,8 +498,8 @@ def main(argv: list[str]) -> int:
               f"{'them' if len(extra) > 1 else 'it'}", file=sys.stderr)
     forest: list[Path] = []
     if base is not None:
-        forest = plot_forest(results, metric, base, args.confidence, out, extra, formats)
-        for note in compare_notes:
+        forest = plot_forest(results, metric, base, args.confidence, out, extra, formats, comps)
+        for note in comps.messages():
             print(f"note: {note}", file=sys.stderr)
     written, notes = plot_vs_labels(results, metric, out, extra, formats)
     curves, curve_notes = plot_curves(results, out, keys, extra, formats)
