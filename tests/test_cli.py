@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset 
 
 RESULT_KEYS = {"status", "dataset", "model", "method", "labels", "seed", "split_seed", "steps", "val_acc",
                "test_acc", "val_acc_final", "test_acc_final", "wall_time_s", "step_time_ms", "versions",
-               "git_commit", "best_step", "n_labeled", "n_unlabeled"}
+               "git_commit", "best_step", "n_labeled", "n_unlabeled", "cpu"}
 
 
 def test_help_lists_subcommands_and_groups(tmp_path):
@@ -80,6 +80,7 @@ def test_train_writes_complete_records(tmp_path):
     assert result["status"] == "completed" and result["method"] == "vat" and result["seed"] == 3
     assert result["n_labeled"] == 30 and 0 <= result["test_acc"] <= 1 and result["step_time_ms"] > 0
     assert result["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert result["cpu"].endswith(f", {torch.backends.cpu.get_cpu_capability()}") and len(result["cpu"]) > 8
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [10, 20]
     assert result["test_acc_final"] == lines[-1]["test_acc"]

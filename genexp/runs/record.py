@@ -102,6 +102,9 @@ class Environment:
     threads_reason: str | None = None
     compiled: str | None = None
     eager_steps: int | None = None
+    # The CPU and the vector instructions torch's kernels use on it: float results (features a
+    # frozen encoder caches, a run's last digits) differ between CPUs, not between runs on one.
+    cpu: str | None = None
 
 
 GROUPS = {"identity": Identity, "outcome": Outcome, "metrics": Metrics, "timings": Timings,
@@ -252,3 +255,16 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name and torch's kernel level on it, e.g. 'Intel(R) Xeon(R) Processor, AVX512'."""
+    import torch
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from genexp.data.split import Split, drawn_split_seed
 from genexp.errors import GenexpError
-from genexp.runs.record import RunRecord, Status, git_commit, read_record, versions, write_record
+from genexp.runs.record import RunRecord, Status, cpu_name, git_commit, read_record, versions, write_record
 from genexp.train.distributed import Dist
 from genexp.train.interrupt import Interrupted
 from genexp.train.setup import RunSetup
@@ -115,7 +115,7 @@ def base_record(cfg: DictConfig, run_dir: Path, device: torch.device, d: Dist) -
         labels=cfg.labels, seed=cfg.seed, split_seed=cfg.split_seed,
         split_seed_drawn=drawn_split_seed(cfg.split_seed, cfg.seed), steps=cfg.steps,
         experiment=cfg.get("experiment_name"), tag=cfg.get("tag"), device=str(device), world_size=d.world,
-        git_commit=git_commit(), versions=versions(), run_dir=str(run_dir))
+        git_commit=git_commit(), versions=versions(), cpu=cpu_name(), run_dir=str(run_dir))
 
 
 def completed_record(base: RunRecord, s: Session, loop: Loop) -> RunRecord:
