@@ -128,3 +128,15 @@ def checkpoint_step(run_dir: Path) -> int:
         return torch.load(run_dir / "checkpoint.pt", weights_only=True)["loop"]["step"]
     except Exception:
         return -1
+
+
+def one_line_refusal_here(code: int, capfd, *names: str) -> str:
+    """one_line_refusal for `genexp train` run in this process (conftest's `in_process`): its exit
+    code, and its output read from `capfd` (cleared before the run)."""
+    out, err = capfd.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    assert "Traceback" not in out + err
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]

@@ -11,7 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY, edit_config, finished_run, genexp, one_line_refusal, results_under, snapshot, train_cfg
+from helpers import (
+    TINY,
+    edit_config,
+    finished_run,
+    genexp,
+    one_line_refusal,
+    one_line_refusal_here,
+    results_under,
+    snapshot,
+    train_cfg,
+)
 from omegaconf import OmegaConf
 
 pytestmark = pytest.mark.e2e  # whole runs or processes: not in the fast subset (README)
@@ -179,15 +189,17 @@ def test_sweep_with_a_stranded_run_completes_with_resume(done_sweep, tmp_path):
 
 # 7 -------------------------------------------------------------------------------------------
 
-def test_a_sweep_into_a_run_dir_and_a_run_into_a_sweep_dir_are_refused(done_run, done_sweep, tmp_path):
+def test_a_sweep_into_a_run_dir_and_a_run_into_a_sweep_dir_are_refused(done_run, done_sweep, tmp_path, in_process,
+                                                                       capfd):
     run, sweep = tmp_path / "run", tmp_path / "sw"
     shutil.copytree(done_run, run)
     shutil.copytree(done_sweep, sweep)
     before_run, before_sweep = snapshot(run), snapshot(sweep)
-    p = genexp("train", "-m", "seed=0,1", *TINY, f"hydra.sweep.dir={run}", cwd=tmp_path)
-    one_line_refusal(p, "hydra.sweep.dir", "single run")
-    q = genexp("train", *TINY, f"hydra.run.dir={sweep}", cwd=tmp_path)
-    one_line_refusal(q, "sweep", "multirun.yaml")
+    capfd.readouterr()
+    p = in_process("-m", "seed=0,1", *TINY, f"hydra.sweep.dir={run}")
+    one_line_refusal_here(p, capfd, "hydra.sweep.dir", "single run")
+    q = in_process(*TINY, f"hydra.run.dir={sweep}")
+    one_line_refusal_here(q, capfd, "sweep", "multirun.yaml")
     assert snapshot(run) == before_run and snapshot(sweep) == before_sweep
 
 
@@ -264,12 +276,14 @@ def test_refused_resume_in_a_sweep_is_counted_once(done_sweep, tmp_path):
     assert ": 1 completed, 0 failed, 1 running;" in summary and "refused (no run dir)" not in summary, p.stderr
 
 
-def test_resume_refuses_overrides_that_change_the_run(done_run, tmp_path):
+def test_resume_refuses_overrides_that_change_the_run(done_run, tmp_path, in_process, capfd):
     run = tmp_path / "copy"
     shutil.copytree(done_run, run)
     before = snapshot(run)
-    one_line_refusal(genexp("train", f"resume={run}", "steps=3000", cwd=tmp_path), "steps=3000")
-    one_line_refusal(genexp("train", f"resume={run}", "method=none", "labels=50", cwd=tmp_path), "method", "labels")
-    ok = genexp("train", f"resume={run}", "device=cpu", "progress=false", cwd=tmp_path)
-    assert ok.returncode == 0 and "already complete" in ok.stdout, ok.stderr
+    capfd.readouterr()
+    one_line_refusal_here(in_process(f"resume={run}", "steps=3000"), capfd, "steps=3000")
+    one_line_refusal_here(in_process(f"resume={run}", "method=none", "labels=50"), capfd, "method", "labels")
+    assert in_process(f"resume={run}", "device=cpu", "progress=false") == 0
+    out, err = capfd.readouterr()
+    assert "already complete" in out, err
     assert snapshot(run) == before
