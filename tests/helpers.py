@@ -110,14 +110,19 @@ def snapshot(root: Path) -> dict:
     return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def one_line_refusal(p: subprocess.CompletedProcess, *names: str) -> str:
+def refusal_line(code: int, out: str, err: str, *names: str) -> str:
     """The refusal's one line (exit 2, no traceback), which must name each of `names`."""
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (p.returncode, p.stderr)
-    assert "Traceback" not in p.stdout + p.stderr
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    assert "Traceback" not in out + err
     for name in names:
         assert name in lines[0], lines[0]
     return lines[0]
+
+
+def one_line_refusal(p: subprocess.CompletedProcess, *names: str) -> str:
+    """refusal_line of a `genexp` process."""
+    return refusal_line(p.returncode, p.stdout, p.stderr, *names)
 
 
 def checkpoint_step(run_dir: Path) -> int:
@@ -131,12 +136,6 @@ def checkpoint_step(run_dir: Path) -> int:
 
 
 def one_line_refusal_here(code: int, capfd, *names: str) -> str:
-    """one_line_refusal for `genexp train` run in this process (conftest's `in_process`): its exit
-    code, and its output read from `capfd` (cleared before the run)."""
-    out, err = capfd.readouterr()
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
-    assert "Traceback" not in out + err
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
+    """refusal_line of `genexp train` run in this process (conftest's `in_process`): its exit code,
+    and its output read from `capfd` (cleared before the run)."""
+    return refusal_line(code, *capfd.readouterr(), *names)
