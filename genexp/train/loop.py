@@ -145,6 +145,11 @@ def evaluate_and_log(s: Session, loop: Loop, done: int, closed: dict, progress: 
         progress.note(log, "%s", eval_line(s, loop, done, train_loss, pace))
 
 
+def checkpoint_due(cfg: DictConfig, done: int) -> bool:
+    """Whether the loop saves a checkpoint after step `done`: every checkpoint_every, and the last."""
+    return done % cfg.checkpoint_every == 0 or done == cfg.steps
+
+
 def stopping(s: Session, stop: StopOnSignal, done: int) -> bool:
     """Whether a signal asks to stop after step `done` (under torchrun: every rank agrees, at
     evaluation and checkpoint steps only, so that no step pays for a collective)."""
@@ -187,6 +192,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recor
         if loop.pending is not None:  # the evaluation a signal stopped: first, as it would have run
             closed, loop.pending = loop.pending, None
             evaluate_and_log(s, loop, loop.step, closed, progress, pace)
+            if checkpoint_due(cfg, loop.step):  # as after any evaluation: the last step's leaves none pending
+                save(s, loop, loop.step)
         interval_start = time.perf_counter()
         for step in range(loop.step, cfg.steps):
             batch = s.run.source.next(step, s.method.uses_unlabeled, s.method.views)
@@ -208,10 +215,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: torch.device, recorder: Recor
             if evaluating:
                 evaluate_and_log(s, loop, done, close_interval(s, loop, done, interval_start), progress, pace)
                 interval_start = time.perf_counter()
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if checkpoint_due(cfg, done):
                 save(s, loop, done)
             if stop is not None and done < cfg.steps and stopping(s, stop, done):
-                if done % cfg.checkpoint_every:
+                if not checkpoint_due(cfg, done):
                     save(s, loop, done)
                 raise Interrupted(stop.signum or signal.SIGTERM, done, cfg.steps)
     result = completed_record(recorder.base, s, loop)

@@ -23,16 +23,21 @@ def evaluations(run) -> list[dict]:
     return [{k: v for k, v in ln.items() if k != "elapsed_s"} for ln in lines]
 
 
-@pytest.mark.parametrize("when", ["val", "test"])
+# (the evaluate() call the signal comes in, the step of that evaluation): each evaluation (steps
+# 5, 10, 15, 20) scores validation, then test.
+WHEN = {"val": (3, 10), "test": (4, 10), "last": (8, 20)}
+
+
+@pytest.mark.parametrize("when", WHEN)
 def test_a_signal_while_scoring_stops_at_once_and_the_resumed_run_matches(in_process, tmp_path, monkeypatch,
                                                                          when):
     assert in_process(*RUN, "hydra.run.dir=full") == 0
     real, calls, went_on = train_loop.evaluate, [], []
+    call, at = WHEN[when]
 
     def evaluate(*args, **kwargs):
         calls.append(1)
-        # step 10's evaluation: calls 3 (validation) and 4 (test); steps 5, 15, 20 have 2 each
-        if len(calls) == (3 if when == "val" else 4):
+        if len(calls) == call:
             os.kill(os.getpid(), signal.SIGTERM)
             went_on.append(1)  # not reached: the handler raised as the signal arrived
         return real(*args, **kwargs)
@@ -44,8 +49,8 @@ def test_a_signal_while_scoring_stops_at_once_and_the_resumed_run_matches(in_pro
     record = json.loads((cut / "result.json").read_text())
     assert record["status"] == "interrupted"
     checkpoint = torch.load(cut / "checkpoint.pt", weights_only=True)
-    assert checkpoint["loop"]["step"] == 10 and checkpoint["loop"]["pending"] is not None
-    assert [ln["step"] for ln in evaluations(cut)] == [5]  # step 10's line is not written half-way
+    assert checkpoint["loop"]["step"] == at and checkpoint["loop"]["pending"] is not None
+    assert [ln["step"] for ln in evaluations(cut)] == list(range(5, at, 5))  # its line is not written half-way
 
     monkeypatch.setattr(train_loop, "evaluate", real)
     assert in_process(f"resume={cut}") == 0
@@ -53,3 +58,5 @@ def test_a_signal_while_scoring_stops_at_once_and_the_resumed_run_matches(in_pro
     resumed = json.loads((cut / "result.json").read_text())
     assert {k: resumed[k] for k in COMPARED} == {k: full[k] for k in COMPARED}
     assert evaluations(cut) == evaluations(tmp_path / "full")  # each evaluation once, the same numbers
+    final = torch.load(cut / "checkpoint.pt", weights_only=True)["loop"]  # the completed run's, as the full run's
+    assert final["step"] == 20 and final["pending"] is None
